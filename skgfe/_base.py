@@ -1,0 +1,422 @@
+"""Base class for transformers that learn a torch decoder.
+
+Holds what GradientFlowEncoder and the autoencoder baselines share: parameter
+validation, input validation, internal scaling, device and dtype handling, the
+training entry points (``fit``, ``partial_fit``), decoding, scoring, feature names and
+pickling. A subclass says how to build its modules, how to encode, and the loss of a
+training minibatch.
+"""
+
+import copy
+import warnings
+from abc import ABCMeta, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from ._losses import LOSSES
+from ._networks import ACTIVATIONS
+from ._training import OPTIMIZERS, make_optimizer, run_epochs
+
+# Rows encoded or decoded at once by transform-like methods; results do not depend
+# on it (rows are computed independently), only peak memory does.
+CHUNK_ROWS = 8192
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a :class:`torch.device`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was requested but torch finds no CUDA device. Use "
+            "device='cpu' or device='auto', or install a CUDA build of torch."
+        )
+    return torch.device(device)
+
+
+class BaseDecoderTransformer(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator, metaclass=ABCMeta
+):
+    """Shared machinery of the decoder-based transformers. Not for direct use."""
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": ["array-like"],
+        "activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
+        "loss": [StrOptions(set(LOSSES))],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+    }
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def _build_modules(self, n_features, generator, dtype, device):
+        """Create the fitted torch modules (at least ``self.decoder_``)."""
+
+    @abstractmethod
+    def _encode(self, X):
+        """Codes of the scaled samples ``X`` (a tensor), without gradient."""
+
+    @abstractmethod
+    def _batch_loss(self, X_batch, generator):
+        """Mean training loss of a minibatch (a tensor with gradient) and a dict."""
+
+    def _modules(self):
+        """The trainable torch modules, in a fixed order."""
+        return [self.decoder_]
+
+    def _validation_loss(self, X):
+        """Mean reconstruction loss of scaled samples, used for early stopping."""
+        with torch.no_grad():
+            output = self.decoder_(self._encode(X))
+            return self._loss_function(output, X).mean().item()
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def _loss_function(self):
+        return LOSSES[self.loss]
+
+    def _effective_batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is "
+                "going to be clipped",
+                UserWarning,
+                stacklevel=4,
+            )
+        return min(self.batch_size, n_samples)
+
+    def _hidden_sizes(self):
+        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
+        if sizes.ndim != 1 or not all(
+            isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a sequence of positive integers (or () "
+                f"for a linear decoder), got {self.hidden_layer_sizes!r}."
+            )
+        return tuple(int(s) for s in sizes)
+
+    def _validate_X(self, X, reset):
+        X = validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            accept_sparse=False,
+            ensure_min_samples=1,
+        )
+        if self.loss == "bce" and (X.min() < 0 or X.max() > 1):
+            raise ValueError(
+                "loss='bce' needs data in [0, 1] (it models each feature as a "
+                f"probability); got values in [{X.min():.4g}, {X.max():.4g}]. Rescale "
+                "the data (e.g. with MinMaxScaler) or use loss='mse'."
+            )
+        return X
+
+    def _device(self):
+        return resolve_device(self.device)
+
+    def _to_tensor(self, X):
+        # torch.tensor copies, so the caller's array (possibly a read-only memmap)
+        # is never written to or aliased.
+        return torch.tensor(X, dtype=self._dtype, device=self._device())
+
+    def _fit_scaling(self, X):
+        """Internal scaling that keeps the flow's step sizes meaningful.
+
+        For 'mse' the data are centred per feature and divided by ONE global scale
+        (the root mean feature variance). One scalar, unlike per-feature
+        standardisation, leaves the squared-error geometry unchanged up to a
+        constant, so the optimum (e.g. PCA's subspace for a linear decoder) is the
+        same as on the raw data. 'bce' data are probabilities and stay as they are.
+        """
+        if self.loss == "mse":
+            self.mean_ = X.mean(axis=0)
+            scale = float(np.sqrt(X.var(axis=0).mean()))
+            self.scale_ = scale if np.isfinite(scale) and scale > 0 else 1.0
+        else:
+            self.mean_ = np.zeros(X.shape[1], dtype=X.dtype)
+            self.scale_ = 1.0
+
+    def _scale(self, X):
+        mean = torch.as_tensor(self.mean_, dtype=self._dtype, device=X.device)
+        return (X - mean) / self.scale_
+
+    def _unscale(self, X):
+        mean = torch.as_tensor(self.mean_, dtype=X.dtype, device=X.device)
+        return X * self.scale_ + mean
+
+    def _decode_scaled(self, Z):
+        """Decoder output in the scaled space, as a reconstruction (no logits)."""
+        output = self.decoder_(Z)
+        return torch.sigmoid(output) if self.loss == "bce" else output
+
+    def _ensure_on_device(self):
+        device = self._device()
+        for module in self._modules():
+            module.to(device)
+
+    def _in_chunks(self, function, X):
+        """Apply ``function`` to row chunks of the tensor ``X`` and concatenate."""
+        return torch.cat(
+            [function(X[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)]
+        )
+
+    def _torch_generator(self):
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        return torch.Generator().manual_seed(int(seed))
+
+    # ------------------------------------------------------------ training
+    def _initialize(self, n_features, generator):
+        self._dtype = torch.float64 if self._fit_dtype == np.float64 else torch.float32
+        self._build_modules(n_features, generator, self._dtype, self._device())
+        self._optimizer = make_optimizer(
+            self.optimizer,
+            [p for m in self._modules() for p in m.parameters()],
+            self.learning_rate_init,
+        )
+        self.loss_curve_ = []
+        self.best_loss_ = np.inf
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.best_validation_score_ = None
+        self.n_iter_ = 0
+        self.t_ = 0
+        self._no_improvement_count = 0
+
+    def _is_initialized(self):
+        return hasattr(self, "decoder_")
+
+    def _fit(self, X, n_epochs, incremental):
+        first_call = not ((incremental or self.warm_start) and self._is_initialized())
+        X = self._validate_X(X, reset=first_call)
+        generator = self._torch_generator()
+        if first_call:
+            self._fit_dtype = X.dtype
+            self._fit_scaling(X)
+            self._initialize(X.shape[1], generator)
+        else:
+            self._ensure_on_device()
+            if getattr(self, "_optimizer", None) is None:  # dropped by pickling
+                self._optimizer = make_optimizer(
+                    self.optimizer,
+                    [p for m in self._modules() for p in m.parameters()],
+                    self.learning_rate_init,
+                )
+            self._no_improvement_count = 0
+        X_t = self._scale(self._to_tensor(X))
+        X_val = None
+        if self.early_stopping and not incremental:
+            n_val = max(1, int(round(self.validation_fraction * len(X_t))))
+            if len(X_t) - n_val < 1:
+                raise ValueError(
+                    f"early_stopping with validation_fraction="
+                    f"{self.validation_fraction} leaves no training sample out of "
+                    f"{len(X_t)}; provide more samples or disable early_stopping."
+                )
+            order = torch.randperm(len(X_t), generator=generator).to(X_t.device)
+            X_val, X_t = X_t[order[:n_val]], X_t[order[n_val:]]
+        stopped_early = run_epochs(self, X_t, X_val, n_epochs, generator)
+        if not incremental and not stopped_early and self.n_iter_ >= self.max_iter:
+            warnings.warn(
+                f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
+                "and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the model on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training samples.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        self._hidden_sizes()
+        return self._fit(X, self.max_iter, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Train for one epoch on ``X``, initialising the model on the first call.
+
+        The internal scaling is fixed from the first call's data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training samples.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            Updated estimator.
+        """
+        self._hidden_sizes()
+        return self._fit(X, 1, incremental=True)
+
+    # ------------------------------------------------------------ inference
+    def _check_ready(self, X):
+        check_is_fitted(self)
+        X = validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=[np.float64, np.float32],
+            accept_sparse=False,
+            ensure_min_samples=1,
+        )
+        self._ensure_on_device()
+        return X
+
+    def transform(self, X):
+        """Encode ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to encode.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_components)
+            Codes, in the dtype of ``X``.
+        """
+        X = self._check_ready(X)
+        X_t = self._scale(self._to_tensor(X))
+        with torch.no_grad():
+            Z = self._in_chunks(self._encode, X_t)
+        return Z.cpu().numpy().astype(X.dtype, copy=False)
+
+    def inverse_transform(self, X):
+        """Decode codes back to the input space.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Codes, as returned by :meth:`transform`.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features)
+            Reconstructions, in the units of the training data.
+        """
+        check_is_fitted(self)
+        Z = check_array(X, dtype=[np.float64, np.float32])
+        if Z.shape[1] != self.n_components:
+            raise ValueError(
+                f"X has {Z.shape[1]} features, but {self.__class__.__name__} "
+                f"decodes codes of n_components={self.n_components} features."
+            )
+        self._ensure_on_device()
+        Z_t = self._to_tensor(Z)
+        with torch.no_grad():
+            X_hat = self._in_chunks(self._decode_scaled, Z_t)
+            X_hat = self._unscale(X_hat)
+        return X_hat.cpu().numpy().astype(Z.dtype, copy=False)
+
+    def _reconstruct(self, X):
+        """Reconstructions of validated samples, as a tensor in input units."""
+        X_t = self._scale(self._to_tensor(X))
+        with torch.no_grad():
+            X_hat = self._in_chunks(
+                lambda chunk: self._decode_scaled(self._encode(chunk)), X_t
+            )
+        return self._unscale(X_hat)
+
+    def score_samples(self, X):
+        """Negative mean squared reconstruction error of each sample.
+
+        The error is measured in the units of ``X`` (after encoding and decoding),
+        averaged over features; higher is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            ``-mean((X - inverse_transform(transform(X)))**2, axis=1)``.
+        """
+        X = self._check_ready(X)
+        X_hat = self._reconstruct(X).cpu().numpy()
+        return -np.mean((X - X_hat) ** 2, axis=1)
+
+    def score(self, X, y=None):
+        """Negative mean squared reconstruction error over all samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        score : float
+            Higher is better, 0 is a perfect reconstruction.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    @property
+    def _n_features_out(self):
+        return self.n_components
+
+    # ------------------------------------------------------------- pickling
+    def __getstate__(self):
+        state = super().__getstate__()
+        # Store modules on the CPU so a model fitted on a GPU loads anywhere; the
+        # optimiser is rebuilt on demand (it references the original parameters).
+        for key, value in list(state.items()):
+            if isinstance(value, torch.nn.Module):
+                state[key] = copy.deepcopy(value).cpu()
+        state.pop("_optimizer", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags

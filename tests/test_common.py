@@ -1,0 +1,59 @@
+"""scikit-learn's estimator checks, plus the ones check_estimator skips by default."""
+
+import pytest
+from sklearn.utils.estimator_checks import (
+    check_dataframe_column_names_consistency,
+    check_global_output_transform_pandas,
+    check_global_set_output_transform_polars,
+    check_inplace_ensure_writeable,
+    check_param_validation,
+    check_set_output_transform,
+    check_set_output_transform_pandas,
+    check_set_output_transform_polars,
+    check_transformer_get_feature_names_out,
+    check_transformer_get_feature_names_out_pandas,
+    parametrize_with_checks,
+)
+
+from skgfe import GradientFlowEncoder
+
+
+def cheap_estimators():
+    """Small, fast configurations of every public estimator."""
+    return [
+        GradientFlowEncoder(
+            n_components=2,
+            hidden_layer_sizes=(8,),
+            max_iter=5,
+            max_flow_steps=300,
+            flow_tol=1e-3,
+            random_state=0,
+        ),
+    ]
+
+
+@parametrize_with_checks(cheap_estimators())
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+EXTRA_CHECKS = [
+    check_param_validation,
+    check_set_output_transform,
+    check_set_output_transform_pandas,
+    check_global_output_transform_pandas,
+    check_set_output_transform_polars,
+    check_global_set_output_transform_polars,
+    check_transformer_get_feature_names_out,
+    check_transformer_get_feature_names_out_pandas,
+    check_dataframe_column_names_consistency,
+    check_inplace_ensure_writeable,
+]
+
+
+@pytest.mark.parametrize(
+    "estimator", cheap_estimators(), ids=lambda e: type(e).__name__
+)
+@pytest.mark.parametrize("check", EXTRA_CHECKS, ids=lambda c: c.__name__)
+def test_extra_checks(estimator, check):
+    check(type(estimator).__name__, estimator)

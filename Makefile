@@ -1,0 +1,35 @@
+# Two entry points, each sets everything up on a fresh machine and is idempotent:
+#   make demo   compare GFE, PCA and autoencoders on digits (table + PNG)
+#   make test   run the test suite
+# The virtual environment is rebuilt only when the package metadata or the pins change.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.skgfe-installed
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check \
+	--constraint requirements/constraints.txt
+
+.PHONY: demo test lint docs bench bench-quick clean
+
+$(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing skgfe and its pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
+	$(PIP_INSTALL) --editable '.[test,docs,demo]' > $(VENV)/install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/install.log; exit 1; }
+	$(PY) -c "import skgfe, torch, torchdiffeq, sklearn"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m skgfe.demo
+
+test: $(STAMP)
+	$(PY) -m ruff check skgfe tests benchmarks examples docs/conf.py
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(PY) -m ruff check skgfe tests benchmarks examples docs/conf.py
+	$(PY) -m ruff format --check skgfe tests benchmarks examples docs/conf.py
+
+clean:
+	rm -rf $(VENV) docs/_build docs/auto_examples docs/gen_modules

@@ -104,13 +104,7 @@ class BaseDecoderTransformer(
     def _effective_batch_size(self, n_samples):
         if self.batch_size == "auto":
             return min(200, n_samples)
-        if self.batch_size > n_samples:
-            warnings.warn(
-                "Got `batch_size` less than 1 or larger than sample size. It is "
-                "going to be clipped",
-                UserWarning,
-                stacklevel=4,
-            )
+        # Like MLPRegressor, but silently: the default (64) exceeds small data sets.
         return min(self.batch_size, n_samples)
 
     def _hidden_sizes(self):

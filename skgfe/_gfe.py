@@ -278,8 +278,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             loss gradient at the code), ``n_steps`` (accepted solver steps),
             ``n_evals`` (decoder evaluations, each a forward and a backward pass),
             ``converged`` (bool) and ``status`` (why the flow stopped:
-            'converged', 'stalled' (no smaller step lowers the loss any more: a
-            minimum to working precision), 'horizon' or 'max_steps').
+            'converged' (gradient norm <= ``flow_tol``), 'stalled' (no step
+            lowers the loss any more; counts as converged when the gradient norm
+            is within 10 times ``flow_tol``, as happens at float32 precision),
+            'horizon' or 'max_steps').
 
         Returns
         -------
@@ -327,7 +329,11 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         not_converged = ~info["converged"]
         if not_converged.any():
             reasons = sorted(set(info["status"][not_converged]))
-            setting = {"horizon": "flow_time", "max_steps": "max_flow_steps"}
+            setting = {
+                "horizon": "flow_time",
+                "max_steps": "max_flow_steps",
+                "stalled": "the precision (float64 input)",
+            }
             hints = " or ".join(setting[r] for r in reasons)
             warnings.warn(
                 f"The gradient flow of {not_converged.sum()} of {len(not_converged)} "

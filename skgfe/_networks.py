@@ -71,7 +71,9 @@ class MLP(nn.Module):
         self.layer_sizes = tuple(layer_sizes)
         self.activation = activation
         self.layers = nn.ModuleList(
-            nn.Linear(n_in, n_out, dtype=dtype, device=device)
+            # skip_init: the weights are drawn below from `generator`, never from
+            # torch's global random state.
+            torch.nn.utils.skip_init(nn.Linear, n_in, n_out, dtype=dtype, device=device)
             for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])
         )
         self.act = ACTIVATIONS[activation]()

@@ -14,6 +14,9 @@ import torch
 
 # Status codes, one per sample.
 RUNNING, CONVERGED, STALLED, HORIZON, MAX_STEPS = range(5)
+# In float32 a flow can run out of loss resolution with its gradient norm just
+# above a tolerance like 1e-4; within this factor that still counts as converged.
+STALL_TOL_FACTOR = 10.0
 STATUS_NAMES = {
     RUNNING: "running",
     CONVERGED: "converged",
@@ -27,9 +30,12 @@ STATUS_NAMES = {
 class FlowResult:
     """Codes found by a flow and per-sample diagnostics (all tensors, one row each).
 
-    ``status`` holds one of the codes above. ``STALLED`` means no step down to the
-    smallest allowed size lowers the loss: the code is stationary to working
-    precision, so it counts as converged.
+    ``status`` holds one of the codes above. ``STALLED`` means that no step down to
+    the smallest allowed size (``shrink**max_halvings``) lowers the loss any more:
+    usually the loss is flat to working precision (float32) while the gradient is
+    still a little above the tolerance. Such a sample counts as converged when its
+    gradient norm is within ``STALL_TOL_FACTOR`` times the tolerance (converged to
+    working precision), and as not converged otherwise.
     """
 
     z: torch.Tensor
@@ -38,10 +44,14 @@ class FlowResult:
     n_steps: torch.Tensor
     n_evals: torch.Tensor
     status: torch.Tensor
+    tol: float
 
     @property
     def converged(self):
-        return (self.status == CONVERGED) | (self.status == STALLED)
+        precise_enough = (self.status == STALLED) & (
+            self.grad_norm <= STALL_TOL_FACTOR * self.tol
+        )
+        return (self.status == CONVERGED) | precise_enough
 
 
 def amd_flow(
@@ -80,8 +90,8 @@ def amd_flow(
     shrink, grow : float
         Factors applied to a sample's step on rejection and on acceptance.
     max_halvings : int
-        A sample stalls when its step falls below ``step_size * shrink**max_halvings``
-        without an accepted step.
+        A sample stalls when its step falls below ``shrink**max_halvings`` without
+        an accepted step.
     sigma : float
         Sufficient-decrease constant of the acceptance test
         ``l(z) - l(z') >= sigma * dt * dt_max * |grad l(z')|^2``.
@@ -103,7 +113,9 @@ def amd_flow(
     grad_norm = torch.linalg.vector_norm(grad, dim=1)
     t = torch.zeros(n_samples, dtype=z.dtype, device=device)
     dt = torch.full_like(t, step_size)
-    min_step = step_size * shrink**max_halvings
+    # Absolute, as in the research code: a huge initial step may take many
+    # halvings before it first lowers the loss, and must not stall for that.
+    min_step = shrink**max_halvings
     n_steps = torch.zeros(n_samples, dtype=torch.long, device=device)
     n_evals = torch.ones(n_samples, dtype=torch.long, device=device)
     status = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
@@ -153,4 +165,5 @@ def amd_flow(
         n_steps=n_steps,
         n_evals=n_evals,
         status=status,
+        tol=tol,
     )

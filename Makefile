@@ -31,5 +31,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check skgfe tests benchmarks examples docs/conf.py
 	$(PY) -m ruff format --check skgfe tests benchmarks examples docs/conf.py
 
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
 	rm -rf $(VENV) docs/_build docs/auto_examples docs/gen_modules

@@ -1,4 +1,4 @@
-"""Data efficiency: held-out reconstruction error against the number of training samples.
+"""Data efficiency: held-out reconstruction error against training-set size.
 
 Compares GradientFlowEncoder, Autoencoder, VariationalAutoencoder, PCA and KernelPCA
 (``fit_inverse_transform=True``) at a fixed ``n_components`` on digits and on the two
@@ -10,8 +10,8 @@ folder.
 
 Usage::
 
-    python benchmarks/bench_data_efficiency.py            # full run (~20-30 min, 2 CPUs)
-    python benchmarks/bench_data_efficiency.py --quick    # smoke run for CI (~2 min)
+    python benchmarks/bench_data_efficiency.py          # full run (~20-30 min)
+    python benchmarks/bench_data_efficiency.py --quick  # smoke run for CI
 """
 
 import argparse

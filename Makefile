@@ -10,7 +10,7 @@ STAMP := $(VENV)/.skgfe-installed
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check \
 	--constraint requirements/constraints.txt
 
-.PHONY: demo test lint docs bench bench-quick clean
+.PHONY: demo test lint docs bench bench-quick ci clean
 
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,12 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
+bench: $(STAMP)
+	$(PY) benchmarks/bench_flows.py
+	$(PY) benchmarks/bench_data_efficiency.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/bench_data_efficiency.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
+
 clean:
-	rm -rf $(VENV) docs/_build docs/auto_examples docs/gen_modules
+	rm -rf $(VENV) docs/_build docs/auto_examples docs/gen_modules docs/generated

@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._losses import LOSSES
-from ._networks import ACTIVATIONS
+from ._networks import ACTIVATIONS, ARCHITECTURES, make_mlp
 from ._training import OPTIMIZERS, make_optimizer, run_epochs
 
 # Rows encoded or decoded at once by transform-like methods; results do not depend
@@ -55,6 +55,7 @@ class BaseDecoderTransformer(
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
+        "architecture": [StrOptions(set(ARCHITECTURES))],
         "loss": [StrOptions(set(LOSSES))],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [
@@ -80,7 +81,11 @@ class BaseDecoderTransformer(
 
     @abstractmethod
     def _encode(self, X):
-        """Codes of the scaled samples ``X`` (a tensor), without gradient."""
+        """Codes of the scaled samples ``X`` (a tensor).
+
+        Inference callers wrap it in ``torch.no_grad``; a training loss may call it
+        with gradients enabled.
+        """
 
     @abstractmethod
     def _batch_loss(self, X_batch, generator):
@@ -116,7 +121,59 @@ class BaseDecoderTransformer(
                 "hidden_layer_sizes must be a sequence of positive integers (or () "
                 f"for a linear decoder), got {self.hidden_layer_sizes!r}."
             )
-        return tuple(int(s) for s in sizes)
+        sizes = tuple(int(s) for s in sizes)
+        if self.architecture == "modified_mlp" and len(set(sizes)) > 1:
+            raise ValueError(
+                "architecture='modified_mlp' needs hidden layers of equal width (its "
+                f"two gates feed every hidden layer), got hidden_layer_sizes={sizes}."
+            )
+        return sizes
+
+    def _check_params(self):
+        """Checks of parameter combinations that constraints cannot express.
+
+        Called at the start of ``fit`` and ``partial_fit``; subclasses extend it.
+        """
+        self._hidden_sizes()
+
+    def _make_network(
+        self, n_inputs, hidden_sizes, n_outputs, generator, dtype, device
+    ):
+        """A network of the estimator's ``architecture`` and ``activation``."""
+        return make_mlp(
+            n_inputs,
+            hidden_sizes,
+            n_outputs,
+            self.activation,
+            architecture=self.architecture,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
+
+    def _make_decoder(self, n_features, generator, dtype, device):
+        """Decoder ``n_components -> hidden_layer_sizes -> n_features``."""
+        return self._make_network(
+            self.n_components,
+            self._hidden_sizes(),
+            n_features,
+            generator,
+            dtype,
+            device,
+        )
+
+    def _make_encoder(self, n_features, n_outputs, generator, dtype, device):
+        """Encoder mirroring the decoder: ``n_features -> reversed hidden -> out``."""
+        return self._make_network(
+            n_features, self._hidden_sizes()[::-1], n_outputs, generator, dtype, device
+        )
+
+    def _make_optimizer(self):
+        return make_optimizer(
+            self.optimizer,
+            [p for m in self._modules() for p in m.parameters()],
+            self.learning_rate_init,
+        )
 
     def _validate_X(self, X, reset):
         X = validate_data(
@@ -192,11 +249,7 @@ class BaseDecoderTransformer(
     def _initialize(self, n_features, generator):
         self._dtype = torch.float64 if self._fit_dtype == np.float64 else torch.float32
         self._build_modules(n_features, generator, self._dtype, self._device())
-        self._optimizer = make_optimizer(
-            self.optimizer,
-            [p for m in self._modules() for p in m.parameters()],
-            self.learning_rate_init,
-        )
+        self._optimizer = self._make_optimizer()
         self.loss_curve_ = []
         self.best_loss_ = np.inf
         self.validation_scores_ = [] if self.early_stopping else None
@@ -219,11 +272,7 @@ class BaseDecoderTransformer(
         else:
             self._ensure_on_device()
             if getattr(self, "_optimizer", None) is None:  # dropped by pickling
-                self._optimizer = make_optimizer(
-                    self.optimizer,
-                    [p for m in self._modules() for p in m.parameters()],
-                    self.learning_rate_init,
-                )
+                self._optimizer = self._make_optimizer()
             self._no_improvement_count = 0
         X_t = self._scale(self._to_tensor(X))
         X_val = None
@@ -263,7 +312,7 @@ class BaseDecoderTransformer(
         self : object
             Fitted estimator.
         """
-        self._hidden_sizes()
+        self._check_params()
         return self._fit(X, self.max_iter, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -284,7 +333,7 @@ class BaseDecoderTransformer(
         self : object
             Updated estimator.
         """
-        self._hidden_sizes()
+        self._check_params()
         return self._fit(X, 1, incremental=True)
 
     # ------------------------------------------------------------ inference

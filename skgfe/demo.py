@@ -13,14 +13,27 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 
-from skgfe import GradientFlowEncoder
+from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
 
 
 def make_models(n_components, random_state):
-    """The models compared, by display name."""
+    """The models compared, by display name.
+
+    The three neural models use their (shared) defaults: the same decoder
+    (``hidden_layer_sizes=(128,)``, ELU), the same number of epochs, batch size,
+    learning rate and optimiser, and, for one ``random_state``, the same initial
+    decoder weights. Only the encoding differs: a gradient flow, an encoder
+    network, or a Gaussian encoder network trained on the ELBO.
+    """
     return {
         "PCA": PCA(n_components=n_components, random_state=random_state),
         "GradientFlowEncoder": GradientFlowEncoder(
+            n_components=n_components, random_state=random_state
+        ),
+        "Autoencoder": Autoencoder(
+            n_components=n_components, random_state=random_state
+        ),
+        "VariationalAutoencoder": VariationalAutoencoder(
             n_components=n_components, random_state=random_state
         ),
     }

@@ -15,7 +15,7 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from skgfe import GradientFlowEncoder
+from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
 
 
 def cheap_estimators():
@@ -27,6 +27,56 @@ def cheap_estimators():
             max_iter=5,
             max_flow_steps=300,
             flow_tol=1e-3,
+            random_state=0,
+        ),
+        GradientFlowEncoder(
+            n_components=2,
+            hidden_layer_sizes=(8,),
+            flow="nesterov",
+            max_iter=5,
+            max_flow_steps=300,
+            flow_tol=1e-3,
+            random_state=0,
+        ),
+        GradientFlowEncoder(
+            n_components=2,
+            hidden_layer_sizes=(8,),
+            solver="rk4",
+            step_size=2.0,
+            max_iter=5,
+            max_flow_steps=300,
+            flow_tol=1e-3,
+            random_state=0,
+        ),
+        Autoencoder(
+            n_components=2, hidden_layer_sizes=(8,), max_iter=5, random_state=0
+        ),
+        Autoencoder(
+            n_components=2,
+            hidden_layer_sizes=(8,),
+            code_activation="sigmoid",
+            sparsity=0.1,
+            sparsity_penalty="kl",
+            max_iter=5,
+            random_state=0,
+        ),
+        Autoencoder(
+            n_components=2,
+            hidden_layer_sizes=(8,),
+            noise="masking",
+            noise_level=0.2,
+            max_iter=5,
+            random_state=0,
+        ),
+        VariationalAutoencoder(
+            n_components=2, hidden_layer_sizes=(8,), max_iter=5, random_state=0
+        ),
+        VariationalAutoencoder(
+            n_components=2,
+            hidden_layer_sizes=(8, 8),
+            architecture="modified_mlp",
+            activation="tanh",
+            max_iter=5,
             random_state=0,
         ),
     ]

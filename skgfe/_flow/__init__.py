@@ -1,6 +1,32 @@
-"""Latent-space flows that encode a sample as its decoder's best code."""
+"""Latent-space flows that encode a sample as its decoder's best code.
 
-from .amd import STATUS_NAMES, FlowResult, amd_flow
+One module per solver family (as torchdiffeq lays out its solvers): ``amd`` (the
+per-sample AMD solver), ``torchdiffeq_solvers`` (torchdiffeq's fixed-grid and
+adaptive solvers with per-sample stopping), ``fields`` (the vector fields as
+``nn.Module``), and ``dispatch`` (:func:`run_flow`, one entry point for all).
+"""
+
+from .amd import amd_flow
+from .dispatch import FLOWS, SOLVERS, run_flow
+from .fields import GradientField, NesterovField
+from .initial import INITS, initial_codes
 from .objective import ReconstructionObjective
+from .result import STATUS_NAMES, FlowResult
+from .torchdiffeq_solvers import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, odeint_flow
 
-__all__ = ["FlowResult", "ReconstructionObjective", "STATUS_NAMES", "amd_flow"]
+__all__ = [
+    "ADAPTIVE_SOLVERS",
+    "FIXED_GRID_SOLVERS",
+    "FLOWS",
+    "INITS",
+    "SOLVERS",
+    "STATUS_NAMES",
+    "FlowResult",
+    "GradientField",
+    "NesterovField",
+    "ReconstructionObjective",
+    "amd_flow",
+    "initial_codes",
+    "odeint_flow",
+    "run_flow",
+]

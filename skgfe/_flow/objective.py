@@ -20,17 +20,29 @@ class ReconstructionObjective:
         ``loss(output, target)`` returning one value per row.
     X : torch.Tensor of shape (n_samples, n_features)
         The (already scaled) samples to encode.
+    create_graph : bool, default=False
+        Return values and gradients that stay differentiable with respect to
+        ``z`` (when ``z`` carries a graph) and to the decoder's parameters, for
+        backpropagation through the unrolled flow. Otherwise both are detached.
     """
 
-    def __init__(self, decoder, loss, X):
+    def __init__(self, decoder, loss, X, create_graph=False):
         self.decoder = decoder
         self.loss = loss
         self.X = X
+        self.create_graph = create_graph
 
     def __call__(self, z, rows=None):
         x = self.X if rows is None else self.X[rows]
         with torch.enable_grad():
-            z = z.detach().requires_grad_(True)
-            values = self.loss(self.decoder(z), x)
-            (grad,) = torch.autograd.grad(values.sum(), z)
+            if self.create_graph and z.requires_grad:
+                z_in = z
+            else:
+                z_in = z.detach().requires_grad_(True)
+            values = self.loss(self.decoder(z_in), x)
+            (grad,) = torch.autograd.grad(
+                values.sum(), z_in, create_graph=self.create_graph
+            )
+        if self.create_graph:
+            return values, grad
         return values.detach(), grad

@@ -1,0 +1,64 @@
+"""One entry point for every flow x solver combination."""
+
+from .amd import amd_flow
+from .fields import GradientField, NesterovField
+from .objective import ReconstructionObjective
+from .torchdiffeq_solvers import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, odeint_flow
+
+FLOWS = {"gradient": GradientField, "nesterov": NesterovField}
+SOLVERS = ("amd", *FIXED_GRID_SOLVERS, *ADAPTIVE_SOLVERS)
+
+
+def run_flow(
+    decoder,
+    loss,
+    X,
+    z0,
+    *,
+    flow="gradient",
+    solver="amd",
+    t_end=1e4,
+    step_size=1.0,
+    max_step_size=10.0,
+    rtol=1e-4,
+    atol=1e-6,
+    tol=1e-4,
+    max_steps=1000,
+    differentiable=False,
+):
+    """Encode the scaled samples ``X`` from ``z0``; return a :class:`FlowResult`.
+
+    ``differentiable=True`` returns codes whose graph reaches the decoder's
+    parameters: backpropagation through the unrolled accepted steps for 'amd',
+    ``odeint_adjoint`` for torchdiffeq's solvers.
+    """
+    if flow not in FLOWS:
+        raise ValueError(f"Unknown flow {flow!r}; expected one of {sorted(FLOWS)}.")
+    if solver == "amd":
+        objective = ReconstructionObjective(
+            decoder, loss, X, create_graph=differentiable
+        )
+        return amd_flow(
+            objective,
+            z0,
+            momentum=flow == "nesterov",
+            t_end=t_end,
+            step_size=step_size,
+            max_step_size=max_step_size,
+            tol=tol,
+            max_steps=max_steps,
+            differentiable=differentiable,
+        )
+    return odeint_flow(
+        FLOWS[flow](decoder, loss, X),
+        z0,
+        method=solver,
+        t_end=t_end,
+        step_size=step_size,
+        max_step_size=max_step_size,
+        rtol=rtol,
+        atol=atol,
+        tol=tol,
+        max_steps=max_steps,
+        adjoint=differentiable,
+    )

@@ -233,7 +233,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     Measured in ``benchmarks/bench_flows.py`` (8 components, default tolerances,
     codes of magnitude up to 17, 20 samples encoded alone instead of in a batch
     of 300, digits and spectra): the codes moved by at most 4e-7 with 'dopri5'
-    and 1e-5 with 'bosh3' on the gradient flow, and by at most 1e-2 on the
+    and 1.3e-5 with 'bosh3' on the gradient flow, and by at most 1.1e-2 on the
     second-order flow, whose samples stop at a different check more often. A
     code is determined only to about ``flow_tol`` divided by the smallest
     curvature of its loss anyway. 'amd' and the fixed-grid solvers give the
@@ -243,9 +243,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     **Second-order flow.** With 'amd' it needs markedly fewer decoder
     evaluations than the gradient flow (3 to 4 times fewer in the benchmark).
-    Integrated as an ODE by torchdiffeq it is not faster: the friction ``3/t``
-    fades, so the state circles the optimum and converges only polynomially,
-    and explicit Euler (and, slowly, the midpoint rule) is unstable on it.
+    Integrated as an ODE by torchdiffeq it is not reliably faster (0.65 to 3.4
+    times the gradient flow's evaluations with 'rk4' and the adaptive solvers):
+    the friction ``3/t`` fades, so the state circles the optimum and converges
+    only polynomially; explicit Euler and the midpoint rule are unstable on it.
 
     **Adjoint training.** With 'amd' the gradient is the exact derivative of the
     discrete procedure (accept/reject decisions, step sizes and stopping times

@@ -26,9 +26,12 @@ from pathlib import Path
 import numpy as np
 import sklearn
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA, KernelPCA
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import pairwise_distances
+from sklearn.model_selection import KFold
 
 import skgfe
 from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
@@ -59,13 +62,59 @@ def make_models(n_components, seed, max_iter):
         "Autoencoder": Autoencoder(**shared),
         "VAE": VariationalAutoencoder(**shared),
         "PCA": PCA(n_components=n_components, random_state=seed),
-        "KernelPCA": KernelPCA(
-            n_components=n_components,
-            kernel="rbf",
-            fit_inverse_transform=True,
-            random_state=seed,
-        ),
+        "KernelPCA": TunedKernelPCA(n_components=n_components, random_state=seed),
     }
+
+
+class TunedKernelPCA(TransformerMixin, BaseEstimator):
+    """RBF KernelPCA whose kernel width and pre-image ridge are chosen by 3-fold CV.
+
+    KernelPCA's defaults (``gamma = 1 / n_features``, ``alpha = 1``) are far off on
+    unscaled data, and a baseline left at a bad setting says nothing. The width is
+    a multiple of the median heuristic (``gamma = c / median squared distance``);
+    the selection uses the training data only and its time counts as fit time.
+    """
+
+    GAMMA_FACTORS = (0.1, 1.0, 10.0)
+    ALPHAS = (1e-4, 1e-2)
+
+    def __init__(self, n_components=8, random_state=None):
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def _make(self, X, gamma_factor, alpha):
+        distances = pairwise_distances(X, squared=True)
+        median = np.median(distances[np.triu_indices(len(X), 1)])
+        return KernelPCA(
+            n_components=min(self.n_components, len(X) - 1),
+            kernel="rbf",
+            gamma=gamma_factor / median,
+            alpha=alpha,
+            fit_inverse_transform=True,
+            random_state=self.random_state,
+        )
+
+    def fit(self, X, y=None):
+        folds = KFold(3, shuffle=True, random_state=self.random_state).split(X)
+        folds = list(folds)
+        errors = {}
+        for gamma_factor in self.GAMMA_FACTORS:
+            for alpha in self.ALPHAS:
+                error = 0.0
+                for train, val in folds:
+                    model = self._make(X[train], gamma_factor, alpha).fit(X[train])
+                    reconstruction = model.inverse_transform(model.transform(X[val]))
+                    error += np.mean((X[val] - reconstruction) ** 2)
+                errors[gamma_factor, alpha] = error
+        self.gamma_factor_, self.alpha_ = min(errors, key=errors.get)
+        self.model_ = self._make(X, self.gamma_factor_, self.alpha_).fit(X)
+        return self
+
+    def transform(self, X):
+        return self.model_.transform(X)
+
+    def inverse_transform(self, X):
+        return self.model_.inverse_transform(X)
 
 
 def run_one(model, X_train, X_test):
@@ -89,6 +138,7 @@ def transform_scaling(X_pool, sizes, n_components, max_iter):
     timings = defaultdict(dict)
     for name in ["GFE", "Autoencoder", "PCA"]:
         model = models[name].fit(X_pool[:200])
+        model.transform(X_pool[:10])  # warm-up: first-call overheads are not timed
         for n in sizes:
             X = X_pool[rng.randint(len(X_pool), size=n)]
             X = X + 0.1 * rng.normal(size=X.shape) * X.std(axis=0)
@@ -117,7 +167,8 @@ def format_report(results, timings, scaling, args, seconds):
         f"- Machine: {machine_description()}",
         f"- n_components = {args.n_components}; held-out set of {N_TEST} samples; "
         f"seeds {args.seeds}; neural models: default architecture, "
-        f"max_iter={args.max_iter}.",
+        f"max_iter={args.max_iter}; KernelPCA: RBF kernel, width and pre-image "
+        "ridge chosen by 3-fold CV on the training set (counted in its fit time).",
         "- Error: held-out mean squared reconstruction error divided by the test "
         "set's mean feature variance (1.0 = predicting the mean); mean ± std over "
         "seeds. Lower is better; **bold** = best at that size.",

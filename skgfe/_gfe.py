@@ -157,7 +157,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     tol : float, default=1e-3
         Training stops when the epoch loss (or, with ``early_stopping``, the
         validation score) has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs.
+        ``n_iter_no_change`` consecutive epochs. The weights of the epoch with
+        the smallest loss (or best validation score) are kept.
 
     n_iter_no_change : int, default=5
         Number of epochs without improvement before training stops.

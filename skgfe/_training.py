@@ -3,8 +3,9 @@
 The loop knows nothing about how a model encodes: it asks the estimator for the
 loss of a minibatch (``estimator._batch_loss``) and for a held-out score
 (``estimator._validation_loss``), steps a torch optimiser, keeps ``loss_curve_``,
-stops on a plateau, restores the last good weights when the loss turns non-finite,
-and turns ``KeyboardInterrupt`` into a clean stop with the weights reached so far.
+stops on a plateau, keeps the best epoch's weights, restores the last good weights
+when the loss turns non-finite, and turns ``KeyboardInterrupt`` into a clean stop
+with the weights reached so far.
 """
 
 import copy
@@ -121,6 +122,10 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
                     score, est.best_validation_score_ or -np.inf
                 )
             else:
+                # The flow can switch basins when the decoder moves, so the loss
+                # of a late epoch can jump up; keep the best epoch's weights.
+                if epoch_loss < est.best_loss_:
+                    best_state = _snapshot(modules)
                 if epoch_loss > est.best_loss_ - est.tol:
                     est._no_improvement_count += 1
                 else:

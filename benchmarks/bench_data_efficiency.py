@@ -10,7 +10,7 @@ folder.
 
 Usage::
 
-    python benchmarks/bench_data_efficiency.py          # full run (~20-30 min)
+    python benchmarks/bench_data_efficiency.py          # full run (~10 min on 2 cores)
     python benchmarks/bench_data_efficiency.py --quick  # smoke run for CI
 """
 

@@ -17,6 +17,7 @@ Usage::
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -40,15 +41,19 @@ from skgfe.datasets import make_reaction_diffusion, make_spectra
 N_TEST = 500
 
 
+def load_digits_split():
+    """Digits as (pool of training candidates, held-out test set)."""
+    digits = load_digits().data
+    order = np.random.RandomState(0).permutation(len(digits))
+    return digits[order[N_TEST:]], digits[order[:N_TEST]]
+
+
 def load_datasets():
     """Each data set as (pool of training candidates, held-out test set)."""
-    digits = load_digits().data
-    rng = np.random.RandomState(0)
-    order = rng.permutation(len(digits))
     spectra = make_spectra(n_samples=1000 + N_TEST, n_features=128, random_state=0)
     pde = make_reaction_diffusion(n_samples=1000 + N_TEST, random_state=0)
     return {
-        "digits": (digits[order[N_TEST:]], digits[order[:N_TEST]]),
+        "digits": load_digits_split(),
         "spectra": (spectra[N_TEST:], spectra[:N_TEST]),
         "reaction_diffusion": (pde[N_TEST:], pde[:N_TEST]),
     }
@@ -148,6 +153,61 @@ def transform_scaling(X_pool, sizes, n_components, max_iter):
     return timings
 
 
+MEMORY_TRANSFORM_SIZE = 10_000
+
+
+def _proc_status_mib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def memory_probe(name, n_train, max_iter, n_components):
+    """In a fresh process: fit ``name`` on digits, transform and reconstruct 10000
+    samples, and print the peak resident memory (MiB) above the resident memory
+    just before ``fit``, then that resident memory.
+
+    Linux only: the peak (VmHWM) is reset through ``/proc/self/clear_refs`` once
+    torch's runtime has started, so the increment measures the model rather than
+    imports or torch's first use.
+    """
+    X_pool = load_digits_split()[0]
+    rng = np.random.RandomState(0)
+    X_big = X_pool[rng.randint(len(X_pool), size=MEMORY_TRANSFORM_SIZE)]
+    # Start torch's runtime (kernels, thread pools, autograd) with a tiny model.
+    layer = torch.nn.Linear(X_pool.shape[1], n_components, dtype=torch.float64)
+    layer(torch.as_tensor(X_pool[:10])).pow(2).sum().backward()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to current
+    before = _proc_status_mib("VmRSS")
+    model = make_models(n_components, 0, max_iter)[name]
+    model.fit(X_pool[:n_train])
+    model.inverse_transform(model.transform(X_big))
+    print(_proc_status_mib("VmHWM") - before, before)
+
+
+def peak_memory(models, args):
+    """Peak memory increment of each model's fit + transform, one fresh process
+    per model; None where the platform cannot measure it (not Linux)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    increments, before = {}, []
+    for name in models:
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--memory-probe",
+            name,
+        ]
+        command += ["--quick"] if args.quick else []
+        command += ["--n-components", str(args.n_components)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True)
+        increment, resident = map(float, output.stdout.split()[-2:])
+        increments[name] = increment
+        before.append(resident)
+    return increments, float(np.median(before))
+
+
 def machine_description():
     return (
         f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads "
@@ -157,7 +217,7 @@ def machine_description():
     )
 
 
-def format_report(results, timings, scaling, args, seconds):
+def format_report(results, timings, scaling, memory, args, seconds):
     lines = [
         "# Data efficiency: held-out reconstruction error vs training-set size",
         "",
@@ -237,6 +297,28 @@ def format_report(results, timings, scaling, args, seconds):
             + " | ".join(f"{by_n[n]:.3f} s" for n in args.scaling_sizes)
             + " |"
         )
+    lines += [
+        "",
+        f"## Peak memory (digits: fit on n={args.timing_size}, then transform and "
+        f"reconstruct {MEMORY_TRANSFORM_SIZE} samples)",
+        "",
+    ]
+    if memory is None:
+        lines.append("Not measured: needs Linux's /proc/self/clear_refs.")
+    else:
+        increments, resident = memory
+        lines += [
+            "Peak resident memory during fit + transform, above the process's "
+            "resident memory just before fit (about "
+            f"{resident:.0f} MiB: Python, numpy, scikit-learn, torch and the data); "
+            "one fresh process per model.",
+            "",
+            "| model | peak MiB above start | ratio to AE |",
+            "|---|---|---|",
+        ]
+        ae = max(increments["Autoencoder"], 1e-9)
+        for model, mib in increments.items():
+            lines.append(f"| {model} | {mib:.1f} | {mib / ae:.2f} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -280,6 +362,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--n-components", type=int, default=8)
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.train_sizes, args.seeds, args.max_iter = [25, 100], [0], 5
@@ -288,6 +371,12 @@ def main(argv=None):
         args.train_sizes = [25, 50, 100, 200, 500, 1000]
         args.seeds, args.max_iter = [0, 1, 2], 30
         args.scaling_sizes, args.timing_size = [1000, 10000, 100000], 200
+    if args.memory_probe:
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        memory_probe(
+            args.memory_probe, args.timing_size, args.max_iter, args.n_components
+        )
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -320,9 +409,10 @@ def main(argv=None):
     scaling = transform_scaling(
         datasets["digits"][0], args.scaling_sizes, args.n_components, args.max_iter
     )
+    memory = peak_memory(list(make_models(args.n_components, 0, 1)), args)
     seconds = time.perf_counter() - start
     suffix = "_quick" if args.quick else ""
-    report = format_report(results, timings, scaling, args, seconds)
+    report = format_report(results, timings, scaling, memory, args, seconds)
     (out / f"data_efficiency{suffix}.md").write_text(report)
     plot(results, scaling, args, out / f"data_efficiency{suffix}.png")
     print(report)

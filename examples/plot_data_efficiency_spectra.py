@@ -118,8 +118,9 @@ plt.show()
 # %%
 # The decoder of GFE learns from every spectrum through the code that fits that
 # spectrum best, whereas an autoencoder must also learn an encoder that proposes
-# good codes, from the same few samples. PCA fits its linear subspace from a few
-# dozen spectra and then stops improving; the non-linear decoders start above it
-# and overtake it as they see more data. The
+# good codes, from the same few samples. PCA's error levels off after a few
+# hundred spectra; the non-linear decoders start above it, GFE overtakes it near
+# the end of the stream, and the autoencoder closes most of the gap but stays
+# just above it. The
 # :doc:`benchmark results </benchmarks>` repeat this experiment with more data,
 # longer training and several seeds.

@@ -196,10 +196,13 @@ class Autoencoder(_BaseAutoencoder):
         Mean training loss (on the scaled data, penalty included) of each epoch.
 
     best_loss_ : float
-        Smallest entry of ``loss_curve_``.
+        Smallest entry of ``loss_curve_`` when ``early_stopping`` is False (inf
+        otherwise; see ``best_validation_score_``).
 
     validation_scores_ : list of float or None
-        Negative validation loss of each epoch when ``early_stopping`` is True.
+        Negative validation loss of each epoch of ``fit`` when
+        ``early_stopping`` is True (``partial_fit`` does not validate, the list
+        stays empty).
 
     best_validation_score_ : float or None
         Best entry of ``validation_scores_``.
@@ -469,10 +472,13 @@ class VariationalAutoencoder(_BaseAutoencoder):
         scaled data) of each epoch.
 
     best_loss_ : float
-        Smallest entry of ``loss_curve_``.
+        Smallest entry of ``loss_curve_`` when ``early_stopping`` is False (inf
+        otherwise; see ``best_validation_score_``).
 
     validation_scores_ : list of float or None
-        Negative validation loss of each epoch when ``early_stopping`` is True.
+        Negative validation loss of each epoch of ``fit`` when
+        ``early_stopping`` is True (``partial_fit`` does not validate, the list
+        stays empty).
 
     best_validation_score_ : float or None
         Best entry of ``validation_scores_``.

@@ -134,8 +134,9 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         respect to its code falls to ``flow_tol``: the code is then stationary.
         The loss is computed on internally scaled data, so the tolerance does not
         depend on the units of ``X``. In the data-efficiency benchmark, 1e-3 gave
-        the same held-out error as 1e-4 (within the spread over seeds) with
-        about half the fit and transform time. Along flat directions of the loss
+        the same held-out error as 1e-4 (within the spread over seeds, or
+        better) with 0.4 to 0.8 times the fit time and 0.25 to 0.4 times the
+        transform time. Along flat directions of the loss
         a code is only determined to about ``flow_tol`` divided by the curvature
         (on digits, flows from different starts agreed to 0.2 with 1e-3, on
         codes of magnitude up to 15): lower it when the codes themselves must be
@@ -206,10 +207,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         Mean training loss (on the scaled data) of each epoch.
 
     best_loss_ : float
-        Smallest entry of ``loss_curve_``.
+        Smallest entry of ``loss_curve_`` when ``early_stopping`` is False (inf
+        otherwise; see ``best_validation_score_``).
 
     validation_scores_ : list of float or None
-        Negative validation loss of each epoch when ``early_stopping`` is True.
+        Negative validation loss of each epoch of ``fit`` when
+        ``early_stopping`` is True (``partial_fit`` does not validate, the list
+        stays empty).
 
     best_validation_score_ : float or None
         Best entry of ``validation_scores_``.
@@ -249,7 +253,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     only.
 
     **Second-order flow.** With 'amd' it needs markedly fewer decoder
-    evaluations than the gradient flow (3 to 4 times fewer in the benchmark).
+    evaluations than the gradient flow (3 to 4 times fewer in the benchmark at
+    ``flow_tol=1e-4``, about 2 times at the default ``1e-3``).
     Integrated as an ODE by torchdiffeq it is not reliably faster (0.65 to 3.4
     times the gradient flow's evaluations with 'rk4' and the adaptive solvers):
     the friction ``3/t`` fades, so the state circles the optimum and converges

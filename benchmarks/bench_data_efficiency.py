@@ -87,11 +87,14 @@ class TunedKernelPCA(TransformerMixin, BaseEstimator):
         self.n_components = n_components
         self.random_state = random_state
 
-    def _make(self, X, gamma_factor, alpha):
+    @staticmethod
+    def _median_squared_distance(X):
         distances = pairwise_distances(X, squared=True)
-        median = np.median(distances[np.triu_indices(len(X), 1)])
+        return np.median(distances[np.triu_indices(len(X), 1)])
+
+    def _make(self, n_samples, median, gamma_factor, alpha):
         return KernelPCA(
-            n_components=min(self.n_components, len(X) - 1),
+            n_components=min(self.n_components, n_samples - 1),
             kernel="rbf",
             gamma=gamma_factor / median,
             alpha=alpha,
@@ -100,19 +103,26 @@ class TunedKernelPCA(TransformerMixin, BaseEstimator):
         )
 
     def fit(self, X, y=None):
-        folds = KFold(3, shuffle=True, random_state=self.random_state).split(X)
-        folds = list(folds)
+        splitter = KFold(3, shuffle=True, random_state=self.random_state)
+        # The median heuristic depends on the fold only, not on the grid point.
+        folds = [
+            (X[train], X[val], self._median_squared_distance(X[train]))
+            for train, val in splitter.split(X)
+        ]
         errors = {}
         for gamma_factor in self.GAMMA_FACTORS:
             for alpha in self.ALPHAS:
                 error = 0.0
-                for train, val in folds:
-                    model = self._make(X[train], gamma_factor, alpha).fit(X[train])
-                    reconstruction = model.inverse_transform(model.transform(X[val]))
-                    error += np.mean((X[val] - reconstruction) ** 2)
+                for X_fit, X_val, median in folds:
+                    model = self._make(len(X_fit), median, gamma_factor, alpha)
+                    model.fit(X_fit)
+                    reconstruction = model.inverse_transform(model.transform(X_val))
+                    error += np.mean((X_val - reconstruction) ** 2)
                 errors[gamma_factor, alpha] = error
         self.gamma_factor_, self.alpha_ = min(errors, key=errors.get)
-        self.model_ = self._make(X, self.gamma_factor_, self.alpha_).fit(X)
+        median = self._median_squared_distance(X)
+        self.model_ = self._make(len(X), median, self.gamma_factor_, self.alpha_)
+        self.model_.fit(X)
         return self
 
     def transform(self, X):

@@ -96,7 +96,8 @@ def main(argv=None):
     print(
         f"digits: {len(X_pool)} training pool, {len(X_test)} held-out samples, "
         f"{X.shape[1]} features, n_components={args.n_components}; neural models "
-        "train for max_iter=30 epochs (their default)\n"
+        f"train for max_iter={GradientFlowEncoder().max_iter} epochs (their "
+        "default)\n"
     )
     header = (
         f"{'model':<24}{'n_train':>8}{'test MSE':>11}{'fit s':>9}{'transform s':>13}"

@@ -133,8 +133,9 @@ class Autoencoder(_BaseAutoencoder):
         Standard deviation of 'gaussian' noise, or the fraction of entries
         dropped by 'masking' (below 1).
 
-    max_iter : int, default=30
-        Largest number of training epochs.
+    max_iter : int, default=1000
+        Largest number of training epochs. Training normally ends earlier, on
+        the plateau test of ``tol`` and ``n_iter_no_change``.
 
     batch_size : int or 'auto', default=64
         Minibatch size of training; 'auto' is ``min(200, n_samples)``.
@@ -145,19 +146,22 @@ class Autoencoder(_BaseAutoencoder):
     optimizer : {'adam', 'rmsprop'}, default='adam'
         Torch optimiser of the network weights.
 
-    tol : float, default=1e-3
-        Training stops when the epoch loss (or, with ``early_stopping``, the
-        validation score) has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs. The weights of the epoch with
-        the smallest loss (or best validation score) are kept.
+    tol : float, default=1e-4
+        Relative tolerance of the plateau test. Progress is checked after every
+        epoch, but at most every 10 optimiser steps (with few samples an epoch is
+        a single minibatch); a check that does not lower the monitored loss
+        (the validation loss with ``early_stopping``, else the mean training
+        loss since the previous check) below ``(1 - tol)`` times its best value
+        counts as no improvement. The weights of the best check are kept.
 
-    n_iter_no_change : int, default=5
-        Number of epochs without improvement before training stops.
+    n_iter_no_change : int, default=10
+        Number of checks without improvement before training stops.
 
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data, stop on its
-        reconstruction loss (of clean inputs, without penalty) and keep the
-        weights of the best epoch.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the training data, monitor its
+        reconstruction loss, stop when it no longer improves and keep the
+        weights that did best on it (the untrained model included). With
+        little data this is what keeps a flexible network from overfitting.
 
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping`` is True.
@@ -276,13 +280,13 @@ class Autoencoder(_BaseAutoencoder):
         sparsity_target=0.05,
         noise=None,
         noise_level=0.1,
-        max_iter=30,
+        max_iter=1000,
         batch_size=64,
         learning_rate_init=3e-3,
         optimizer="adam",
-        tol=1e-3,
-        n_iter_no_change=5,
-        early_stopping=False,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=True,
         validation_fraction=0.1,
         random_state=None,
         verbose=0,
@@ -352,7 +356,7 @@ class Autoencoder(_BaseAutoencoder):
             return kl_sparsity_penalty(Z, self.sparsity_target)
         return l1_penalty(Z)
 
-    def _batch_loss(self, X_batch, generator):
+    def _batch_loss(self, X_batch, generator, rows=None):
         Z = self._encode(self._corrupt(X_batch, generator))
         loss = self._loss_function(self.decoder_(Z), X_batch).mean()
         if self.sparsity > 0:
@@ -407,8 +411,9 @@ class VariationalAutoencoder(_BaseAutoencoder):
         space closer to the prior, and ``beta -> 0`` approaches a (noisy)
         autoencoder.
 
-    max_iter : int, default=30
-        Largest number of training epochs.
+    max_iter : int, default=1000
+        Largest number of training epochs. Training normally ends earlier, on
+        the plateau test of ``tol`` and ``n_iter_no_change``.
 
     batch_size : int or 'auto', default=64
         Minibatch size of training; 'auto' is ``min(200, n_samples)``.
@@ -419,19 +424,22 @@ class VariationalAutoencoder(_BaseAutoencoder):
     optimizer : {'adam', 'rmsprop'}, default='adam'
         Torch optimiser of the network weights.
 
-    tol : float, default=1e-3
-        Training stops when the epoch loss (or, with ``early_stopping``, the
-        validation score) has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs. The weights of the epoch with
-        the smallest loss (or best validation score) are kept.
+    tol : float, default=1e-4
+        Relative tolerance of the plateau test. Progress is checked after every
+        epoch, but at most every 10 optimiser steps (with few samples an epoch is
+        a single minibatch); a check that does not lower the monitored loss
+        (the validation loss with ``early_stopping``, else the mean training
+        loss since the previous check) below ``(1 - tol)`` times its best value
+        counts as no improvement. The weights of the best check are kept.
 
-    n_iter_no_change : int, default=5
-        Number of epochs without improvement before training stops.
+    n_iter_no_change : int, default=10
+        Number of checks without improvement before training stops.
 
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data, stop on the
-        reconstruction loss of its posterior means and keep the weights of the
-        best epoch.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the training data, monitor its
+        reconstruction loss, stop when it no longer improves and keep the
+        weights that did best on it (the untrained model included). With
+        little data this is what keeps a flexible network from overfitting.
 
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping`` is True.
@@ -537,13 +545,13 @@ class VariationalAutoencoder(_BaseAutoencoder):
         architecture="mlp",
         loss="mse",
         beta=1.0,
-        max_iter=30,
+        max_iter=1000,
         batch_size=64,
         learning_rate_init=3e-3,
         optimizer="adam",
-        tol=1e-3,
-        n_iter_no_change=5,
-        early_stopping=False,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=True,
         validation_fraction=0.1,
         random_state=None,
         verbose=0,
@@ -584,7 +592,7 @@ class VariationalAutoencoder(_BaseAutoencoder):
         eps = _standard_normal(mean.shape, generator, mean)
         return mean + torch.exp(0.5 * log_var) * eps
 
-    def _batch_loss(self, X_batch, generator):
+    def _batch_loss(self, X_batch, generator, rows=None):
         mean, log_var = self._posterior(X_batch)
         Z = self._sample_codes(mean, log_var, generator)
         reconstruction = self._loss_function(self.decoder_(Z), X_batch)

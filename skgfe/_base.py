@@ -88,8 +88,20 @@ class BaseDecoderTransformer(
         """
 
     @abstractmethod
-    def _batch_loss(self, X_batch, generator):
-        """Mean training loss of a minibatch (a tensor with gradient) and a dict."""
+    def _batch_loss(self, X_batch, generator, rows=None):
+        """Mean training loss of a minibatch (a tensor with gradient) and a dict.
+
+        ``rows`` are the minibatch's indices into this training call's samples.
+        """
+
+    def _init_from_data(self, X):
+        """Hook: initialise the new modules from the scaled training samples."""
+
+    def _begin_training(self, X):
+        """Hook: state that lives for one call of fit or partial_fit."""
+
+    def _end_training(self):
+        """Hook: drop what :meth:`_begin_training` created."""
 
     def _modules(self):
         """The trainable torch modules, in a fixed order."""
@@ -275,18 +287,20 @@ class BaseDecoderTransformer(
                 self._optimizer = self._make_optimizer()
             self._no_improvement_count = 0
         X_t = self._scale(self._to_tensor(X))
+        if first_call:
+            self._init_from_data(X_t)
         X_val = None
-        if self.early_stopping and not incremental:
-            n_val = max(1, int(round(self.validation_fraction * len(X_t))))
-            if len(X_t) - n_val < 1:
-                raise ValueError(
-                    f"early_stopping with validation_fraction="
-                    f"{self.validation_fraction} leaves no training sample out of "
-                    f"{len(X_t)}; provide more samples or disable early_stopping."
-                )
+        n_val = max(1, int(round(self.validation_fraction * len(X_t))))
+        # With a single sample there is nothing to hold out: monitor the
+        # training loss instead.
+        if self.early_stopping and not incremental and len(X_t) > n_val:
             order = torch.randperm(len(X_t), generator=generator).to(X_t.device)
             X_val, X_t = X_t[order[:n_val]], X_t[order[n_val:]]
-        stopped_early = run_epochs(self, X_t, X_val, n_epochs, generator)
+        self._begin_training(X_t)
+        try:
+            stopped_early = run_epochs(self, X_t, X_val, n_epochs, generator)
+        finally:
+            self._end_training()
         if not incremental and not stopped_early and self.n_iter_ >= self.max_iter:
             warnings.warn(
                 f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "

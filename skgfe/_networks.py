@@ -73,6 +73,11 @@ class MLP(nn.Module):
         Source of randomness for the initial weights, so that initialisation
         never touches torch's global random state.
     dtype, device : torch dtype and device of the parameters.
+    skip : bool, default=False
+        Add an affine map from the input straight to the output
+        (``self.skip``), so that the network is a linear map plus a non-linear
+        residual. Used by decoders initialised from PCA. Ignored (no skip) for a
+        network without hidden layers, which is affine already.
 
     Notes
     -----
@@ -84,7 +89,14 @@ class MLP(nn.Module):
     """
 
     def __init__(
-        self, layer_sizes, activation="elu", *, generator=None, dtype=None, device=None
+        self,
+        layer_sizes,
+        activation="elu",
+        *,
+        generator=None,
+        dtype=None,
+        device=None,
+        skip=False,
     ):
         super().__init__()
         layer_sizes = [int(s) for s in layer_sizes]
@@ -95,6 +107,13 @@ class MLP(nn.Module):
             for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])
         )
         self._add_modules(dtype, device)
+        # Registered last, so that the other layers draw the same initial weights
+        # from a given generator with or without it.
+        self.skip = (
+            _linear(layer_sizes[0], layer_sizes[-1], dtype, device)
+            if skip and len(layer_sizes) > 2
+            else None
+        )
         self.act = ACTIVATIONS[activation]()
         self.reset_parameters(generator)
 
@@ -123,7 +142,12 @@ class MLP(nn.Module):
             h = _affine(h, layer)
             if i < last:
                 h = self.act(h)
-        return _unpad(h, n_rows)
+        return self._add_skip(_unpad(h, n_rows), x)
+
+    def _add_skip(self, output, x):
+        if self.skip is None:
+            return output
+        return output + _unpad(_affine(_pad_to_blocks(x), self.skip), x.shape[0])
 
 
 class ModifiedMLP(MLP):
@@ -162,7 +186,14 @@ class ModifiedMLP(MLP):
     """
 
     def __init__(
-        self, layer_sizes, activation="tanh", *, generator=None, dtype=None, device=None
+        self,
+        layer_sizes,
+        activation="tanh",
+        *,
+        generator=None,
+        dtype=None,
+        device=None,
+        skip=False,
     ):
         hidden = tuple(int(s) for s in layer_sizes[1:-1])
         if len(set(hidden)) > 1:
@@ -171,7 +202,12 @@ class ModifiedMLP(MLP):
                 f"gates), got {hidden}."
             )
         super().__init__(
-            layer_sizes, activation, generator=generator, dtype=dtype, device=device
+            layer_sizes,
+            activation,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+            skip=skip,
         )
 
     def _add_modules(self, dtype, device):
@@ -194,7 +230,7 @@ class ModifiedMLP(MLP):
             if i < last:
                 z = self.act(h)
                 h = (1 - z) * u + z * v
-        return _unpad(h, n_rows)
+        return self._add_skip(_unpad(h, n_rows), x)
 
 
 ARCHITECTURES = {"mlp": MLP, "modified_mlp": ModifiedMLP}
@@ -207,7 +243,25 @@ def make_mlp(
 
     The one factory of every encoder and decoder of skgfe: ``architecture`` picks
     :class:`MLP` ('mlp') or the gated :class:`ModifiedMLP` ('modified_mlp');
-    ``kwargs`` (``generator``, ``dtype``, ``device``) go to its constructor.
+    ``kwargs`` (``generator``, ``dtype``, ``device``, ``skip``) go to its
+    constructor.
     """
     sizes = [n_inputs, *hidden_layer_sizes, n_outputs]
     return ARCHITECTURES[architecture](sizes, activation, **kwargs)
+
+
+@torch.no_grad()
+def set_linear_path(network, weight):
+    """Make ``network`` the affine map ``x -> x @ weight.T`` plus a zero residual.
+
+    The linear path is the skip connection (or, for a network without hidden
+    layers, its only layer); the output layer of the non-linear residual is zeroed,
+    so the network computes exactly the linear map until training moves it.
+    ``weight`` has shape ``(n_outputs, n_inputs)``; the biases become zero.
+    """
+    linear = network.skip if network.skip is not None else network.layers[-1]
+    linear.weight.copy_(weight)
+    linear.bias.zero_()
+    if network.skip is not None:
+        network.layers[-1].weight.zero_()
+        network.layers[-1].bias.zero_()

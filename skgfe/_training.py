@@ -9,6 +9,7 @@ with the weights reached so far.
 """
 
 import copy
+import math
 import time
 import warnings
 
@@ -43,14 +44,38 @@ def _restore(modules, snapshot):
         module.load_state_dict(state)
 
 
+# Training progress is checked (validation score or training loss, plateau test,
+# best weights) after every epoch, but never more often than every this many
+# optimiser steps: with a few dozen samples an epoch is a single step, and a
+# plateau test over single noisy steps would stop far too early.
+MIN_STEPS_PER_CHECK = 10
+
+
+def epochs_per_check(n_samples, batch_size):
+    """Epochs between two progress checks for ``n_samples`` training samples."""
+    steps_per_epoch = math.ceil(n_samples / batch_size)
+    return max(1, math.ceil(MIN_STEPS_PER_CHECK / steps_per_epoch))
+
+
 def run_epochs(estimator, X_train, X_val, n_epochs, generator):
     """Train ``estimator``'s modules for up to ``n_epochs`` passes over ``X_train``.
+
+    Progress is checked every :func:`epochs_per_check` epochs (every epoch once
+    an epoch has at least :data:`MIN_STEPS_PER_CHECK` minibatches). A check
+    monitors the validation loss when ``X_val`` is given, and otherwise the mean
+    training loss of the epochs since the previous check; it keeps a snapshot of
+    the weights when the monitored loss is the best so far, and counts the check
+    as no improvement unless the loss fell below ``(1 - tol)`` times the best
+    (a relative test, whatever the units of the data). Training stops after
+    ``n_iter_no_change`` checks without improvement, and the best weights are
+    restored.
 
     Parameters
     ----------
     estimator : BaseDecoderTransformer
-        Provides ``_modules()``, ``_optimizer``, ``_batch_loss(X_batch, generator)``
-        returning ``(mean loss tensor, info dict)``, and ``_validation_loss(X)``.
+        Provides ``_modules()``, ``_optimizer``,
+        ``_batch_loss(X_batch, generator, rows=rows)`` returning
+        ``(mean loss tensor, info dict)``, and ``_validation_loss(X)``.
         Its ``loss_curve_``, ``validation_scores_``, ``best_loss_``, ``n_iter_``,
         ``t_`` and ``_no_improvement_count`` are updated in place.
     X_train : torch.Tensor of shape (n_samples, n_features)
@@ -71,19 +96,27 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
     modules = est._modules()
     n_samples = X_train.shape[0]
     batch_size = est._effective_batch_size(n_samples)
+    check_every = epochs_per_check(n_samples, batch_size)
     bar = _progress_bar(n_epochs, est.verbose)
     best_state = None
     stopped_early = False
+    since_check = []
+    if X_val is not None and est.best_validation_score_ is None:
+        # The untrained model is a candidate too: a decoder initialised from PCA
+        # is kept unless training beats it on the validation samples.
+        est.best_validation_score_ = -est._validation_loss(X_val)
+        best_state = _snapshot(modules)
     try:
-        for _ in range(n_epochs):
+        for epoch in range(n_epochs):
             start = time.perf_counter()
             good_state = _snapshot(modules)
             order = torch.randperm(n_samples, generator=generator).to(X_train.device)
             total, infos = 0.0, []
             for begin in range(0, n_samples, batch_size):
-                X_batch = X_train[order[begin : begin + batch_size]]
+                rows = order[begin : begin + batch_size]
+                X_batch = X_train[rows]
                 est._optimizer.zero_grad()
-                loss, info = est._batch_loss(X_batch, generator)
+                loss, info = est._batch_loss(X_batch, generator, rows=rows)
                 if not torch.isfinite(loss):
                     _restore(modules, good_state)
                     warnings.warn(
@@ -103,39 +136,34 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
             est.n_iter_ += 1
             epoch_loss = total / n_samples
             est.loss_curve_.append(epoch_loss)
+            since_check.append(epoch_loss)
 
-            if X_val is not None:
-                score = -est._validation_loss(X_val)
-                est.validation_scores_.append(score)
-                if est.best_validation_score_ is None or score > (
-                    est.best_validation_score_
-                ):
-                    best_state = _snapshot(modules)
-                if (
-                    est.best_validation_score_ is not None
-                    and score < est.best_validation_score_ + est.tol
-                ):
-                    est._no_improvement_count += 1
+            checked = len(since_check) >= check_every or epoch == n_epochs - 1
+            if checked:
+                if X_val is not None:
+                    score = -est._validation_loss(X_val)
+                    est.validation_scores_.append(score)
+                    best_score = est.best_validation_score_
+                    best = np.inf if best_score is None else -best_score
+                    monitored = -score
                 else:
-                    est._no_improvement_count = 0
-                est.best_validation_score_ = max(
-                    score, est.best_validation_score_ or -np.inf
-                )
-            else:
-                # The flow can switch basins when the decoder moves, so the loss
-                # of a late epoch can jump up; keep the best epoch's weights.
-                if epoch_loss < est.best_loss_:
+                    monitored, best = float(np.mean(since_check)), est.best_loss_
+                since_check = []
+                if monitored < best:
                     best_state = _snapshot(modules)
-                if epoch_loss > est.best_loss_ - est.tol:
-                    est._no_improvement_count += 1
-                else:
+                if monitored < best - est.tol * abs(best) or not np.isfinite(best):
                     est._no_improvement_count = 0
-                est.best_loss_ = min(est.best_loss_, epoch_loss)
+                else:
+                    est._no_improvement_count += 1
+                if X_val is not None:
+                    est.best_validation_score_ = -min(monitored, best)
+                else:
+                    est.best_loss_ = min(monitored, best)
 
             seconds = time.perf_counter() - start
             if est.verbose:
                 line = f"Iteration {est.n_iter_}, loss = {epoch_loss:.8f}"
-                if X_val is not None:
+                if X_val is not None and checked:
                     line += f", validation score = {est.validation_scores_[-1]:.8f}"
                 for key in infos[0] if infos else ():
                     line += f", {key} = {np.mean([i[key] for i in infos]):.1f}"

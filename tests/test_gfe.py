@@ -402,11 +402,11 @@ def test_keyboard_interrupt_leaves_usable_model(digits_split, monkeypatch):
     original = GradientFlowEncoder._batch_loss
     calls = {"n": 0}
 
-    def interrupted(self, X_batch, generator):
+    def interrupted(self, X_batch, generator, rows=None):
         calls["n"] += 1
         if calls["n"] == 5:  # second batch of the third epoch
             raise KeyboardInterrupt
-        return original(self, X_batch, generator)
+        return original(self, X_batch, generator, rows=rows)
 
     monkeypatch.setattr(GradientFlowEncoder, "_batch_loss", interrupted)
     with pytest.warns(UserWarning, match="interrupted after 2 epochs"):
@@ -423,11 +423,11 @@ def test_nan_training_loss_restores_last_good_weights(digits_split, monkeypatch)
     calls = {"n": 0}
     snapshots = []
 
-    def poisoned(self, X_batch, generator):
+    def poisoned(self, X_batch, generator, rows=None):
         calls["n"] += 1
         if calls["n"] == 3:  # first batch of the second epoch
             snapshots.append([p.detach().clone() for p in self.decoder_.parameters()])
-        loss, info = original(self, X_batch, generator)
+        loss, info = original(self, X_batch, generator, rows=rows)
         if calls["n"] == 4:
             loss = loss * float("nan")
         return loss, info

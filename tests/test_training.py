@@ -30,7 +30,7 @@ class ScriptedEstimator:
     def _effective_batch_size(self, n_samples):
         return n_samples
 
-    def _batch_loss(self, X_batch, generator):
+    def _batch_loss(self, X_batch, generator, rows=None):
         value = self.losses[self.n_iter_]
         w = self.weight
         return value * (1 + w - w.detach()), {}

@@ -9,7 +9,8 @@ adaptive solvers with per-sample stopping), ``fields`` (the vector fields as
 from .amd import amd_flow
 from .dispatch import FLOWS, SOLVERS, run_flow
 from .fields import GradientField, NesterovField
-from .initial import INITS, initial_codes
+from .initial import INITS, initial_codes, linear_path_codes
+from .lm import lm_solve
 from .objective import ReconstructionObjective
 from .result import STATUS_NAMES, FlowResult
 from .torchdiffeq_solvers import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, odeint_flow
@@ -27,6 +28,8 @@ __all__ = [
     "ReconstructionObjective",
     "amd_flow",
     "initial_codes",
+    "linear_path_codes",
+    "lm_solve",
     "odeint_flow",
     "run_flow",
 ]

@@ -2,11 +2,12 @@
 
 from .amd import amd_flow
 from .fields import GradientField, NesterovField
+from .lm import lm_solve
 from .objective import ReconstructionObjective
 from .torchdiffeq_solvers import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, odeint_flow
 
 FLOWS = {"gradient": GradientField, "nesterov": NesterovField}
-SOLVERS = ("amd", *FIXED_GRID_SOLVERS, *ADAPTIVE_SOLVERS)
+SOLVERS = ("lm", "amd", *FIXED_GRID_SOLVERS, *ADAPTIVE_SOLVERS)
 
 
 def run_flow(
@@ -25,15 +26,28 @@ def run_flow(
     tol=1e-4,
     max_steps=1000,
     differentiable=False,
+    max_evals=None,
 ):
     """Encode the scaled samples ``X`` from ``z0``; return a :class:`FlowResult`.
 
     ``differentiable=True`` returns codes whose graph reaches the decoder's
     parameters: backpropagation through the unrolled accepted steps for 'amd',
-    ``odeint_adjoint`` for torchdiffeq's solvers.
+    ``odeint_adjoint`` for torchdiffeq's solvers. 'lm' solves for the point where
+    either flow ends (a stationary code) and is never differentiable;
+    ``max_evals`` caps its evaluations per sample (other solvers ignore it).
     """
     if flow not in FLOWS:
         raise ValueError(f"Unknown flow {flow!r}; expected one of {sorted(FLOWS)}.")
+    if solver == "lm":
+        if differentiable:
+            raise ValueError(
+                "solver='lm' is not differentiable: use solver='amd' or a "
+                "torchdiffeq solver for adjoint training."
+            )
+        objective = ReconstructionObjective(decoder, loss, X)
+        return lm_solve(
+            objective, z0, tol=tol, max_steps=max_steps, max_evals=max_evals
+        )
     if solver == "amd":
         objective = ReconstructionObjective(
             decoder, loss, X, create_graph=differentiable

@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import torch
 
-INITS = ("zeros", "random")
+INITS = ("auto", "zeros", "random", "linear")
 
 
 def initial_codes(X, n_components, init="zeros", seed=0):
@@ -18,6 +18,8 @@ def initial_codes(X, n_components, init="zeros", seed=0):
     its position in the batch, or the chunking of the data.
     """
     n_samples = X.shape[0]
+    if init not in ("zeros", "random"):
+        raise ValueError(f"initial_codes draws 'zeros' or 'random', not {init!r}.")
     if init == "zeros":
         return X.new_zeros((n_samples, n_components))
     key = int(seed).to_bytes(8, "little", signed=False)
@@ -29,3 +31,27 @@ def initial_codes(X, n_components, init="zeros", seed=0):
         rng = np.random.default_rng(int.from_bytes(digest, "little"))
         codes[i] = rng.uniform(-1.0, 1.0, n_components)
     return torch.as_tensor(codes, dtype=X.dtype, device=X.device)
+
+
+def linear_path_codes(decoder, X):
+    """Least-squares codes of ``X`` under the decoder's linear path.
+
+    For a decoder with a skip connection ``D(z) = z @ W.T + b + r(z)`` (or an
+    affine decoder) it is ``argmin_z |W z + D(0) - x|``: the code the decoder
+    would give if its non-linear residual were constant. For a decoder
+    initialised from PCA and not yet trained, that is the PCA projection, and
+    the exact code. Each row is computed on its own (the decoder's row blocks).
+    """
+    linear = decoder.skip if decoder.skip is not None else decoder.layers[-1]
+    if decoder.skip is None and len(decoder.layers) > 1:
+        return X.new_zeros((X.shape[0], decoder.layer_sizes[0]))
+    with torch.no_grad():
+        offset = decoder(X.new_zeros((1, decoder.layer_sizes[0])))
+        inverse = torch.linalg.pinv(linear.weight.double()).to(X.dtype)
+        return _blockwise_matmul(X - offset, inverse.T)
+
+
+def _blockwise_matmul(X, matrix):
+    from .._networks import _pad_to_blocks, _unpad
+
+    return _unpad(torch.matmul(_pad_to_blocks(X), matrix), X.shape[0])

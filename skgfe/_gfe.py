@@ -21,7 +21,6 @@ from ._flow import (
 )
 from ._networks import make_mlp, set_linear_path
 
-
 # Evaluations per training sample and epoch when training codes are warm-started
 # (solver='lm'): the solve from last epoch's code is left inexact and resumes in
 # the next epoch, block-coordinate descent on (decoder, codes). In the benchmark 3
@@ -44,8 +43,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     ``inverse_transform`` decodes.
 
     With 'lm', AMD and the fixed-grid solvers every sample is solved with its own
-    step size (or damping) and stopping rule, so its code does not depend on the other samples
-    in the batch, nor on their order (see Notes for adaptive solvers).
+    step size (or damping) and stopping rule, so its code does not depend on the
+    other samples in the batch, nor on their order (see Notes for adaptive solvers).
 
     Read more in the :ref:`User Guide <user_guide>`.
 
@@ -381,7 +380,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         max_step_size=10.0,
         rtol=1e-4,
         atol=1e-6,
-        flow_tol=1e-4,
+        flow_tol=1e-3,
         max_flow_steps=1000,
         max_iter=1000,
         batch_size=64,

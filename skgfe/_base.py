@@ -287,8 +287,7 @@ class BaseDecoderTransformer(
                 self._optimizer = self._make_optimizer()
             self._no_improvement_count = 0
         X_t = self._scale(self._to_tensor(X))
-        if first_call:
-            self._init_from_data(X_t)
+        X_all = X_t
         X_val = None
         n_val = max(1, int(round(self.validation_fraction * len(X_t))))
         # With a single sample there is nothing to hold out: monitor the
@@ -296,11 +295,18 @@ class BaseDecoderTransformer(
         if self.early_stopping and not incremental and len(X_t) > n_val:
             order = torch.randperm(len(X_t), generator=generator).to(X_t.device)
             X_val, X_t = X_t[order[:n_val]], X_t[order[n_val:]]
+        self._kept_initial_model = False
+        if first_call:
+            self._init_from_data(X_t)
         self._begin_training(X_t)
         try:
             stopped_early = run_epochs(self, X_t, X_val, n_epochs, generator)
         finally:
             self._end_training()
+        if first_call and X_val is not None and self._kept_initial_model:
+            # Training never beat the initial model on the validation samples:
+            # that model is kept, and initialised from all the data it is better.
+            self._init_from_data(X_all)
         if not incremental and not stopped_early and self.n_iter_ >= self.max_iter:
             warnings.warn(
                 f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "

@@ -106,6 +106,7 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
         # is kept unless training beats it on the validation samples.
         est.best_validation_score_ = -est._validation_loss(X_val)
         best_state = _snapshot(modules)
+        est._kept_initial_model = True
     try:
         for epoch in range(n_epochs):
             start = time.perf_counter()
@@ -151,6 +152,7 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
                 since_check = []
                 if monitored < best:
                     best_state = _snapshot(modules)
+                    est._kept_initial_model = False
                 if monitored < best - est.tol * abs(best) or not np.isfinite(best):
                     est._no_improvement_count = 0
                 else:

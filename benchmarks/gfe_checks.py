@@ -46,9 +46,7 @@ def linear_decoder_table(datasets, n_train, n_components, seeds, **overrides):
                 n_components, hidden_layer_sizes=(), random_state=seed, **overrides
             )
             pca = PCA(n_components)
-            ratios.append(
-                _error(gfe, X_train, X_test) / _error(pca, X_train, X_test)
-            )
+            ratios.append(_error(gfe, X_train, X_test) / _error(pca, X_train, X_test))
         lines.append(f"| {name} | {np.mean(ratios):.4f} |")
     return lines + [""]
 

@@ -502,9 +502,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         if init == "random" and getattr(self, "_init_seed", None) is None:
             # init was switched to 'random' after fitting with 'zeros'.
             self._init_seed = self._draw_init_seed()
-        return initial_codes(
-            X, self.n_components, init, getattr(self, "_init_seed", 0)
-        )
+        return initial_codes(X, self.n_components, init, getattr(self, "_init_seed", 0))
 
     def _flow(self, X, differentiable=False, z0=None, max_evals=None):
         """Run the flow on the scaled samples ``X`` and return its FlowResult.

@@ -9,6 +9,13 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skgfe import GradientFlowEncoder
 
+# Adjoint training differentiates through the paper's flows: AMD (or torchdiffeq)
+# from z = 0 on a randomly initialised decoder, trained without early stopping
+# ('lm' is a solver of the end point and is not differentiable).
+PAPER_SETTINGS = dict(
+    solver="amd", decoder_init="random", init="zeros", early_stopping=False
+)
+
 
 def tiny_gfe(**params):
     """A fitted 2 -> 3 -> 4 decoder (float64) and its six scaled samples."""
@@ -19,6 +26,7 @@ def tiny_gfe(**params):
         activation="tanh",
         max_iter=1,
         random_state=0,
+        **PAPER_SETTINGS,
     )
     gfe = GradientFlowEncoder(**{**defaults, **params})
     with warnings.catch_warnings():
@@ -118,15 +126,18 @@ def test_approximate_gradient_is_exact_at_stationary_codes():
 def test_adjoint_training_fits(digits_split, params):
     X_pool, _ = digits_split
     gfe = GradientFlowEncoder(
-        n_components=2,
-        hidden_layer_sizes=(8,),
-        training="adjoint",
-        max_iter=3,
-        batch_size=20,
-        flow_tol=1e-3,
-        tol=0,
-        random_state=0,
-        **params,
+        **{
+            **PAPER_SETTINGS,
+            **params,
+            "n_components": 2,
+            "hidden_layer_sizes": (8,),
+            "training": "adjoint",
+            "max_iter": 3,
+            "batch_size": 20,
+            "flow_tol": 1e-3,
+            "tol": 0,
+            "random_state": 0,
+        }
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -135,3 +146,8 @@ def test_adjoint_training_fits(digits_split, params):
     assert gfe.loss_curve_[-1] < gfe.loss_curve_[0]
     assert all(p.grad is not None for p in gfe.decoder_.parameters())
     assert np.all(np.isfinite(gfe.transform(X_pool[:5])))
+
+
+def test_lm_solver_refuses_adjoint_training():
+    with pytest.raises(ValueError, match="solver='lm'"):
+        GradientFlowEncoder(solver="lm", training="adjoint").fit(np.ones((4, 3)))

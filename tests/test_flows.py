@@ -134,6 +134,14 @@ def test_fields_are_picklable_modules_of_the_decoder(tiny):
 # ----------------------------------------------------------- fitted estimators
 
 
+# The paper's flows, as they were studied: a randomly initialised decoder trained
+# with AMD codes for two full epochs (no early stopping), and every flow started
+# at z = 0. The tests below switch the flow and solver on this decoder.
+PAPER_SETTINGS = dict(
+    solver="amd", decoder_init="random", init="zeros", early_stopping=False
+)
+
+
 @pytest.fixture(scope="module")
 def small(digits_split):
     X_pool, X_test = digits_split
@@ -145,7 +153,9 @@ def small(digits_split):
             max_iter=2,
             flow_tol=1e-3,
             random_state=0,
+            **PAPER_SETTINGS,
         ).fit(X_pool[:60])
+    assert gfe.decoder_.skip is None
     return gfe, X_test[:10]
 
 
@@ -373,6 +383,9 @@ def adaptive_expected_failures(estimator):
             max_iter=2,
             flow_tol=1e-2,
             random_state=0,
+            decoder_init="random",
+            init="zeros",
+            early_stopping=False,
         )
     ],
     expected_failed_checks=adaptive_expected_failures,

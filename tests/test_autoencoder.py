@@ -295,6 +295,22 @@ def test_autoencoders_start_from_gfe_initial_decoder(data, monkeypatch):
         assert all(torch.equal(state[key], states[0][key]) for key in states[0])
 
 
+def test_pca_initialised_gfe_decoder_shares_the_random_hidden_layers(data, monkeypatch):
+    # With the default decoder_init ('pca' for mse) GFE's decoder gets a skip path
+    # (drawn after every other layer) and a zeroed output layer; its hidden layers
+    # are the very weights the autoencoders' decoders start from.
+    monkeypatch.setattr("skgfe._base.run_epochs", lambda *args: True)
+    X = data[0][:40]
+    params = dict(n_components=3, hidden_layer_sizes=(8, 8), random_state=5)
+    gfe = GradientFlowEncoder(**params).fit(X).decoder_
+    ae = Autoencoder(**params).fit(X).decoder_
+    assert gfe.skip is not None and ae.skip is None
+    for mine, theirs in zip(gfe.layers[:-1], ae.layers[:-1]):
+        assert torch.equal(mine.weight, theirs.weight)
+        assert torch.equal(mine.bias, theirs.bias)
+    assert not gfe.layers[-1].weight.any() and not gfe.layers[-1].bias.any()
+
+
 # ------------------------------------------------------- determinism and API
 
 
@@ -367,6 +383,27 @@ def test_verbose_and_early_stopping(cls, data, capsys):
     assert "validation score" in lines[-1]
     assert not any("validation score" in line for line in lines[:-1])
     assert all(("kl = " in line) == (cls is VariationalAutoencoder) for line in lines)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_validation_is_scored_after_every_epoch_of_ten_steps(cls, data, capsys):
+    # 90 training samples in minibatches of 9: ten optimiser steps per epoch, so
+    # progress (and the validation score) is checked after every epoch.
+    model = cls(
+        n_components=2,
+        hidden_layer_sizes=(8,),
+        max_iter=4,
+        batch_size=9,
+        early_stopping=True,
+        n_iter_no_change=10,
+        verbose=1,
+        random_state=0,
+    ).fit(data[0][:100])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == model.n_iter_ == len(model.validation_scores_) == 4
+    assert all("validation score" in line for line in lines)
+    # The untrained model is a candidate too.
+    assert model.best_validation_score_ >= max(model.validation_scores_)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)

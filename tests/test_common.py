@@ -29,10 +29,16 @@ def cheap_estimators():
             flow_tol=1e-3,
             random_state=0,
         ),
+        # A paper's flow with its own settings (a random decoder, flows from
+        # z = 0): the checks see AMD at work, not a PCA start that is already
+        # stationary.
         GradientFlowEncoder(
             n_components=2,
             hidden_layer_sizes=(8,),
             flow="nesterov",
+            solver="amd",
+            decoder_init="random",
+            init="zeros",
             max_iter=5,
             max_flow_steps=300,
             flow_tol=1e-3,

@@ -221,3 +221,39 @@ def test_validation_plateau_is_relative():
     assert est.n_iter_ == 3
     assert est.best_validation_score_ == -1.85
     assert est.weight.item() == -30.0
+
+
+# ------------------------------------------------- the estimators' fallback
+
+
+@pytest.mark.parametrize("cls_name", ["GradientFlowEncoder", "Autoencoder", "VAE"])
+def test_early_stopping_with_one_sample_monitors_the_training_loss(cls_name):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
+
+    cls = {
+        "GradientFlowEncoder": GradientFlowEncoder,
+        "Autoencoder": Autoencoder,
+        "VAE": VariationalAutoencoder,
+    }[cls_name]
+    X = np.random.default_rng(0).normal(size=(5, 4))
+    model = cls(n_components=2, hidden_layer_sizes=(4,), max_iter=12, random_state=0)
+    assert model.early_stopping
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning but the max_iter one
+        warnings.filterwarnings("ignore", "Stochastic optimizer", ConvergenceWarning)
+        model.fit(X[:1])
+    # Nothing held out: no validation score, the training loss is monitored.
+    assert model.validation_scores_ == [] and model.best_validation_score_ is None
+    assert len(model.loss_curve_) == model.n_iter_ == 12
+    assert np.isfinite(model.best_loss_)
+    assert np.all(np.isfinite(model.transform(X)))
+    # Two samples: one is held out.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X[:2])
+    assert len(model.validation_scores_) >= 1
+    assert model.best_validation_score_ >= max(model.validation_scores_)

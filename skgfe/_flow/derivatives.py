@@ -19,7 +19,10 @@ skip path) this module computes the same quantities with explicit formulas:
   diag(s (1 - s))`` with ``s = sigmoid(D)`` for 'bce' (Bernoulli weights).
 
 Everything is evaluated over the same fixed blocks of rows as the networks' own
-forward pass, so a sample's results do not depend on its batch mates. Autograd
+forward pass, so a sample's results do not depend on its batch mates: values and
+Gauss-Newton matrices are bit-identical alone or in a batch; the reverse-mode
+gradient can change in the last bit (about 1e-17) when a row moves to another
+position within its block, as the decoder's own output can. Autograd
 remains the reference (the tests compare both to 1e-10 in float64) and the path
 for differentiable (adjoint) flows.
 """

@@ -133,6 +133,7 @@ warnings.filterwarnings(
 BENCHMARK_RESULTS = [
     ("flows.md", "Flows, solvers and training modes"),
     ("data_efficiency.md", "Data efficiency"),
+    ("data_efficiency_timing.md", "Time on an idle machine"),
 ]
 
 _MD_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")

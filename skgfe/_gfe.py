@@ -23,8 +23,9 @@ from ._networks import make_mlp, set_linear_path
 
 # Evaluations per training sample and epoch when training codes are warm-started
 # (solver='lm'): the solve from last epoch's code is left inexact and resumes in
-# the next epoch, block-coordinate descent on (decoder, codes). In the benchmark 3
-# gave the held-out error of full solves at 0.4-0.6 times the fit time.
+# the next epoch, block-coordinate descent on (decoder, codes). On digits and
+# spectra (n=200) 3 gave the held-out error of full solves at 0.4-0.6 times the
+# fit time.
 TRAINING_MAX_EVALS = 3
 
 
@@ -155,8 +156,9 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         With ``solver='lm'``: during training, start each training sample's
         solve from its code of the previous epoch, and stop it after 3
         evaluations; the next epoch resumes it (block-coordinate descent on the
-        decoder and the codes). In the benchmark this gave the held-out error of
-        full solves from ``init`` in 0.4 to 0.6 times the fit time.
+        decoder and the codes). On digits and spectra (n=200) this gave the
+        held-out error of full solves from ``init`` in 0.4 to 0.6 times the fit
+        time.
         :meth:`transform` and the validation loss always start from ``init``.
 
     flow_time : float, default=1e4

@@ -44,6 +44,7 @@ from .result import (
     STALLED,
     STATUS_NAMES,
     FlowResult,
+    require_finite_start,
 )
 
 __all__ = ["STALL_TOL_FACTOR", "STATUS_NAMES", "FlowResult", "amd_flow"]
@@ -113,11 +114,7 @@ def amd_flow(
     z = z0.detach().clone()
     all_rows = torch.arange(n_samples, device=device)
     loss, grad = objective(z, all_rows)
-    if not (torch.isfinite(loss).all() and torch.isfinite(grad).all()):
-        raise FloatingPointError(
-            "The reconstruction loss is not finite at the initial code: the decoder "
-            "weights or the data contain NaN or infinity."
-        )
+    require_finite_start(loss, grad)
     grad_norm = torch.linalg.vector_norm(grad.detach(), dim=1)
     m = torch.zeros_like(z) if momentum else None
     t = torch.zeros(n_samples, dtype=z.dtype, device=device)

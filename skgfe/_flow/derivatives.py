@@ -38,22 +38,25 @@ _SQRT_2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+def _gelu_derivative(pre, post):
+    cdf = 0.5 * (1.0 + torch.erf(pre / _SQRT_2))
+    return cdf + pre * _INV_SQRT_2PI * torch.exp(-0.5 * pre * pre)
+
+
+# Derivative of each activation from its pre-activation and its output.
+_ACTIVATION_DERIVATIVES = {
+    "identity": lambda pre, post: torch.ones_like(pre),
+    "relu": lambda pre, post: (pre > 0).to(pre.dtype),
+    "elu": lambda pre, post: torch.where(pre > 0, torch.ones_like(pre), post + 1.0),
+    "tanh": lambda pre, post: 1.0 - post * post,
+    "sigmoid": lambda pre, post: post * (1.0 - post),
+    "gelu": _gelu_derivative,
+}
+
+
 def _activation_derivative(name, pre, post):
     """Derivative of activation ``name`` at pre-activation ``pre`` (output ``post``)."""
-    if name == "identity":
-        return torch.ones_like(pre)
-    if name == "relu":
-        return (pre > 0).to(pre.dtype)
-    if name == "elu":
-        return torch.where(pre > 0, torch.ones_like(pre), post + 1.0)
-    if name == "tanh":
-        return 1.0 - post * post
-    if name == "sigmoid":
-        return post * (1.0 - post)
-    if name == "gelu":
-        cdf = 0.5 * (1.0 + torch.erf(pre / _SQRT_2))
-        return cdf + pre * _INV_SQRT_2PI * torch.exp(-0.5 * pre * pre)
-    raise ValueError(f"No derivative for activation {name!r}.")
+    return _ACTIVATION_DERIVATIVES[name](pre, post)
 
 
 def supports_explicit_derivatives(decoder, loss):
@@ -62,15 +65,8 @@ def supports_explicit_derivatives(decoder, loss):
         return False
     if type(decoder) not in (MLP, ModifiedMLP):
         return False
-    act = getattr(decoder.act, "approximate", "none")
-    return act == "none" and decoder.activation in (
-        "identity",
-        "relu",
-        "elu",
-        "tanh",
-        "sigmoid",
-        "gelu",
-    )
+    exact_gelu = getattr(decoder.act, "approximate", "none") == "none"
+    return exact_gelu and decoder.activation in _ACTIVATION_DERIVATIVES
 
 
 def _weight_t(layer):
@@ -93,7 +89,7 @@ def _forward(decoder, z, tangents):
         t_h = eye.expand(h0.shape[0], h0.shape[1], k, k)
     layers = decoder.layers
     last = len(layers) - 1
-    cache = {"input": h0, "hidden": []}
+    cache = {"hidden": []}
     h = h0
     if isinstance(decoder, ModifiedMLP) and len(decoder.gates):
         pre_u, pre_v = _affine(h0, decoder.gates[0]), _affine(h0, decoder.gates[1])
@@ -160,10 +156,10 @@ def _reverse(decoder, cache, g_out):
     return g_z
 
 
-def _loss_terms(loss, output, target, n_rows):
+def _loss_terms(loss, output, target):
     """Per-row loss values, ``dl/dD`` and the loss Hessian weights in ``D``.
 
-    ``output`` is in blocks ``(b, R, p)``; ``target`` is ``(n_rows, p)``.
+    ``output`` is in blocks ``(b, R, p)``; ``target`` is ``(n, p)``.
     """
     target = _pad_to_blocks(target)
     n_features = output.shape[-1]
@@ -191,7 +187,7 @@ def loss_and_gradient(decoder, loss, z, X):
     n_rows = z.shape[0]
     with torch.no_grad():
         output, cache, _ = _forward(decoder, z, tangents=False)
-        values, g_out, _ = _loss_terms(loss, output, X, n_rows)
+        values, g_out, _ = _loss_terms(loss, output, X)
         grad = _reverse(decoder, cache, g_out)
     return _rows(values, n_rows), _rows(grad, n_rows)
 
@@ -206,7 +202,7 @@ def loss_gradient_and_gauss_newton(decoder, loss, z, X):
     n_rows = z.shape[0]
     with torch.no_grad():
         output, _, jac = _forward(decoder, z, tangents=True)
-        values, g_out, weights = _loss_terms(loss, output, X, n_rows)
+        values, g_out, weights = _loss_terms(loss, output, X)
         grad = (jac @ g_out.unsqueeze(-1)).squeeze(-1)
         if weights is None:
             gn = (2.0 / output.shape[-1]) * (jac @ jac.transpose(-1, -2))

@@ -5,6 +5,8 @@ import hashlib
 import numpy as np
 import torch
 
+from .._networks import _pad_to_blocks, _unpad
+
 INITS = ("auto", "zeros", "random", "linear")
 
 
@@ -42,16 +44,10 @@ def linear_path_codes(decoder, X):
     initialised from PCA and not yet trained, that is the PCA projection, and
     the exact code. Each row is computed on its own (the decoder's row blocks).
     """
-    linear = decoder.skip if decoder.skip is not None else decoder.layers[-1]
     if decoder.skip is None and len(decoder.layers) > 1:
         return X.new_zeros((X.shape[0], decoder.layer_sizes[0]))
+    linear = decoder.skip if decoder.skip is not None else decoder.layers[-1]
     with torch.no_grad():
         offset = decoder(X.new_zeros((1, decoder.layer_sizes[0])))
         inverse = torch.linalg.pinv(linear.weight.double()).to(X.dtype)
-        return _blockwise_matmul(X - offset, inverse.T)
-
-
-def _blockwise_matmul(X, matrix):
-    from .._networks import _pad_to_blocks, _unpad
-
-    return _unpad(torch.matmul(_pad_to_blocks(X), matrix), X.shape[0])
+        return _unpad(torch.matmul(_pad_to_blocks(X - offset), inverse.T), len(X))

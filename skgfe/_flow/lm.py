@@ -29,7 +29,14 @@ problems", 2nd ed., Technical University of Denmark, 2004 (section 3.2).
 
 import torch
 
-from .result import CONVERGED, MAX_STEPS, RUNNING, STALLED, FlowResult
+from .result import (
+    CONVERGED,
+    MAX_STEPS,
+    RUNNING,
+    STALLED,
+    FlowResult,
+    require_finite_start,
+)
 
 # Initial damping relative to the largest diagonal entry of the Gauss-Newton matrix.
 INITIAL_DAMPING = 1e-3
@@ -69,11 +76,7 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None):
     z = z0.detach().clone()
     all_rows = torch.arange(n_samples, device=device)
     loss, grad, gn = objective.gauss_newton(z, all_rows)
-    if not (torch.isfinite(loss).all() and torch.isfinite(grad).all()):
-        raise FloatingPointError(
-            "The reconstruction loss is not finite at the initial code: the decoder "
-            "weights or the data contain NaN or infinity."
-        )
+    require_finite_start(loss, grad)
     eye = torch.eye(k, dtype=dtype, device=device)
     grad_norm = torch.linalg.vector_norm(grad, dim=1)
     scale = gn.diagonal(dim1=1, dim2=2).amax(dim=1).clamp(min=torch.finfo(dtype).tiny)

@@ -66,3 +66,12 @@ def concatenate_results(results):
         **{f: torch.cat([getattr(r, f) for r in results]) for f in fields},
         tol=results[0].tol,
     )
+
+
+def require_finite_start(loss, grad):
+    """Raise when the loss or its gradient at the initial codes is not finite."""
+    if not (torch.isfinite(loss).all() and torch.isfinite(grad).all()):
+        raise FloatingPointError(
+            "The reconstruction loss is not finite at the initial code: the decoder "
+            "weights or the data contain NaN or infinity."
+        )

@@ -42,6 +42,7 @@ from .result import (
     MAX_STEPS,
     RUNNING,
     FlowResult,
+    require_finite_start,
 )
 
 FIXED_GRID_SOLVERS = ("euler", "midpoint", "heun2", "heun3", "rk4")
@@ -164,11 +165,7 @@ def odeint_flow(
     z = z0.detach().clone()
     m = torch.zeros_like(z) if momentum else None
     loss, grad = check(z)
-    if not (torch.isfinite(loss).all() and torch.isfinite(grad).all()):
-        raise FloatingPointError(
-            "The reconstruction loss is not finite at the initial code: the decoder "
-            "weights or the data contain NaN or infinity."
-        )
+    require_finite_start(loss, grad)
     grad_norm = torch.linalg.vector_norm(grad, dim=1)
     start_loss = loss.clone()
     t_reached = torch.zeros(n_samples, dtype=z.dtype, device=device)

@@ -11,12 +11,13 @@ skip path) this module computes the same quantities with explicit formulas:
 - :func:`loss_and_gradient`: one forward pass that keeps the pre-activations, then a
   reverse sweep of the chain rule (the same cost as autograd's backward, without
   its bookkeeping);
-- :func:`loss_gradient_and_gauss_newton`: a forward pass that also carries the
-  ``n_components`` tangent directions (forward mode), giving the Jacobian
-  ``J = dD/dz`` of every sample, then the gradient ``J^T dl/dD`` and the
-  (generalised) Gauss-Newton matrix ``J^T W J`` of the loss, ``W`` being the
-  Hessian of the loss in the decoder output: ``2/p I`` for 'mse', ``1/p
-  diag(s (1 - s))`` with ``s = sigmoid(D)`` for 'bce' (Bernoulli weights).
+- :func:`loss_gradient_and_gauss_newton`: the same loss and gradient, plus the
+  Jacobian ``J = dD/dz`` of every sample from the ``n_components`` tangent
+  directions pushed through the network (forward mode, optionally in a
+  coarser dtype), and the (generalised) Gauss-Newton matrix ``J^T W J`` of the
+  loss, ``W`` being the Hessian of the loss in the decoder output: ``2/p I``
+  for 'mse', ``1/p diag(s (1 - s))`` with ``s = sigmoid(D)`` for 'bce'
+  (Bernoulli weights).
 
 Everything is evaluated over the same fixed blocks of rows as the networks' own
 forward pass, so a sample's results do not depend on its batch mates: values and
@@ -69,24 +70,10 @@ def supports_explicit_derivatives(decoder, loss):
     return exact_gelu and decoder.activation in _ACTIVATION_DERIVATIVES
 
 
-def _weight_t(layer):
-    return layer.weight.T
-
-
-def _forward(decoder, z, tangents):
-    """Decoder output over row blocks, the cache for the reverse sweep, tangents.
-
-    Returns ``(output, cache, t_out)`` with ``output`` of shape ``(b, R, p)``;
-    ``t_out`` (``(b, R, k, p)``, row ``j`` is ``dD/dz_j``) is None unless
-    ``tangents``.
-    """
+def _forward(decoder, z):
+    """Decoder output over row blocks ``(b, R, p)``, and the cache for derivatives."""
     act, name = decoder.act, decoder.activation
     h0 = _pad_to_blocks(z)
-    k = h0.shape[-1]
-    t_h = None
-    if tangents:
-        eye = torch.eye(k, dtype=z.dtype, device=z.device)
-        t_h = eye.expand(h0.shape[0], h0.shape[1], k, k)
     layers = decoder.layers
     last = len(layers) - 1
     cache = {"hidden": []}
@@ -97,34 +84,59 @@ def _forward(decoder, z, tangents):
         du = _activation_derivative(name, pre_u, u)
         dv = _activation_derivative(name, pre_v, v)
         cache["gates"] = (u, v, du, dv)
-        if tangents:
-            t_u = (t_h @ _weight_t(decoder.gates[0])) * du.unsqueeze(-2)
-            t_v = (t_h @ _weight_t(decoder.gates[1])) * dv.unsqueeze(-2)
         for i in range(last):
             pre = _affine(h, layers[i])
             gate = act(pre)
-            dgate = _activation_derivative(name, pre, gate)
-            cache["hidden"].append((gate, dgate))
-            if tangents:
-                t_gate = (t_h @ _weight_t(layers[i])) * dgate.unsqueeze(-2)
-                g = gate.unsqueeze(-2)
-                t_h = t_u + t_gate * (v - u).unsqueeze(-2) + g * (t_v - t_u)
+            cache["hidden"].append((gate, _activation_derivative(name, pre, gate)))
             h = (1 - gate) * u + gate * v
     else:
         for i in range(last):
             pre = _affine(h, layers[i])
             h = act(pre)
-            dh = _activation_derivative(name, pre, h)
-            cache["hidden"].append((None, dh))
-            if tangents:
-                t_h = (t_h @ _weight_t(layers[i])) * dh.unsqueeze(-2)
+            cache["hidden"].append((None, _activation_derivative(name, pre, h)))
     output = _affine(h, layers[last])
-    t_out = t_h @ _weight_t(layers[last]) if tangents else None
     if decoder.skip is not None:
         output = output + _affine(h0, decoder.skip)
-        if tangents:
-            t_out = t_out + _weight_t(decoder.skip)
-    return output, cache, t_out
+    return output, cache
+
+
+def _jacobian(decoder, cache, shape, dtype):
+    """Jacobians ``dD/dz`` of all rows, ``(b, R, k, p)`` (row ``j`` is ``dD/dz_j``).
+
+    Forward mode from the cache of :func:`_forward`: the ``k`` tangent directions
+    go through the network together, in ``dtype``. The first layer's tangents are
+    its weights (the input's tangents are the identity), so no product is spent
+    on them.
+    """
+
+    def weight_t(layer):
+        return layer.weight.T.to(dtype)
+
+    def push(t_h, layer):
+        # Tangents through a linear layer; None stands for the identity.
+        return weight_t(layer) if t_h is None else t_h @ weight_t(layer)
+
+    def cast(t):
+        return t.to(dtype).unsqueeze(-2)
+
+    layers = decoder.layers
+    last = len(layers) - 1
+    t_h = None
+    if "gates" in cache:
+        u, v, du, dv = (cast(t) for t in cache["gates"])
+        t_u = push(None, decoder.gates[0]) * du
+        t_v = push(None, decoder.gates[1]) * dv
+        for i in range(last):
+            gate, dgate = (cast(t) for t in cache["hidden"][i])
+            t_gate = push(t_h, layers[i]) * dgate
+            t_h = t_u + t_gate * (v - u) + gate * (t_v - t_u)
+    else:
+        for i in range(last):
+            t_h = push(t_h, layers[i]) * cast(cache["hidden"][i][1])
+    t_out = push(t_h, layers[last])
+    if decoder.skip is not None:
+        t_out = t_out + weight_t(decoder.skip)
+    return t_out.expand(*shape)
 
 
 def _reverse(decoder, cache, g_out):
@@ -186,26 +198,35 @@ def loss_and_gradient(decoder, loss, z, X):
     """
     n_rows = z.shape[0]
     with torch.no_grad():
-        output, cache, _ = _forward(decoder, z, tangents=False)
+        output, cache = _forward(decoder, z)
         values, g_out, _ = _loss_terms(loss, output, X)
         grad = _reverse(decoder, cache, g_out)
     return _rows(values, n_rows), _rows(grad, n_rows)
 
 
-def loss_gradient_and_gauss_newton(decoder, loss, z, X):
+def loss_gradient_and_gauss_newton(decoder, loss, z, X, jacobian_dtype=None):
     """Per-sample losses, gradients and (generalised) Gauss-Newton matrices.
 
     Returns ``values (n,)``, ``grad (n, k)`` and ``gn (n, k, k)`` where
     ``gn_i = J_i^T W_i J_i`` with ``J_i = dD/dz`` at ``z_i`` and ``W_i`` the Hessian
     of the loss in the decoder output (see the module docstring).
+
+    ``jacobian_dtype`` (default: ``z``'s) is the precision of the Jacobian and of
+    the Gauss-Newton matrix, returned in ``z``'s dtype. The forward mode costs
+    ``n_components`` passes and dominates; in float32 it runs about four times
+    faster than in float64 on a CPU. Values and gradients are always in ``z``'s
+    precision (the gradient from the reverse sweep, not from ``J``), so a solver
+    that stops on the gradient reaches the same stationary points either way.
     """
-    n_rows = z.shape[0]
+    n_rows, k = z.shape
+    dtype = z.dtype if jacobian_dtype is None else jacobian_dtype
     with torch.no_grad():
-        output, _, jac = _forward(decoder, z, tangents=True)
+        output, cache = _forward(decoder, z)
         values, g_out, weights = _loss_terms(loss, output, X)
-        grad = (jac @ g_out.unsqueeze(-1)).squeeze(-1)
+        grad = _reverse(decoder, cache, g_out)
+        jac = _jacobian(decoder, cache, (*output.shape[:2], k, output.shape[-1]), dtype)
         if weights is None:
             gn = (2.0 / output.shape[-1]) * (jac @ jac.transpose(-1, -2))
         else:
-            gn = (jac * weights.unsqueeze(-2)) @ jac.transpose(-1, -2)
-    return _rows(values, n_rows), _rows(grad, n_rows), _rows(gn, n_rows)
+            gn = (jac * weights.to(dtype).unsqueeze(-2)) @ jac.transpose(-1, -2)
+    return _rows(values, n_rows), _rows(grad, n_rows), _rows(gn, n_rows).to(z.dtype)

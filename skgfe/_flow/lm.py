@@ -73,76 +73,98 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None):
     """
     n_samples, k = z0.shape
     device, dtype = z0.device, z0.dtype
-    z = z0.detach().clone()
     all_rows = torch.arange(n_samples, device=device)
-    loss, grad, gn = objective.gauss_newton(z, all_rows)
+    z_all = z0.detach().clone()
+    loss, grad, gn = objective.gauss_newton(z_all, all_rows)
     require_finite_start(loss, grad)
-    eye = torch.eye(k, dtype=dtype, device=device)
     grad_norm = torch.linalg.vector_norm(grad, dim=1)
+    loss_all, grad_norm_all = loss.clone(), grad_norm.clone()
+    n_steps_all = torch.zeros(n_samples, dtype=torch.long, device=device)
+    n_evals_all = torch.ones(n_samples, dtype=torch.long, device=device)
+    status_all = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
+    status_all[grad_norm <= tol] = CONVERGED
+
+    # The running samples' state, compacted: rows leave it when they stop, so an
+    # iteration touches only running rows and scatters nothing until one stops.
+    running = status_all == RUNNING
+    rows = all_rows[running]
+    z, loss, grad, gn = z_all[running], loss[running], grad[running], gn[running]
+    grad_norm = grad_norm[running]
+    eye = torch.eye(k, dtype=dtype, device=device)
     scale = gn.diagonal(dim1=1, dim2=2).amax(dim=1).clamp(min=torch.finfo(dtype).tiny)
     mu = INITIAL_DAMPING * scale
     nu = torch.full_like(mu, 2.0)
+    n_steps = torch.zeros_like(rows)
+    n_evals = torch.ones_like(rows)
     eps = torch.finfo(dtype).eps
-    n_steps = torch.zeros(n_samples, dtype=torch.long, device=device)
-    n_evals = torch.ones(n_samples, dtype=torch.long, device=device)
-    status = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
-    status[grad_norm <= tol] = CONVERGED
 
-    while True:
-        rows = torch.nonzero(status == RUNNING).squeeze(1)
-        if rows.numel() == 0:
-            break
-        g_rows, mu_rows = grad[rows], mu[rows]
-        damped = gn[rows] + mu_rows[:, None, None] * eye
+    while rows.numel():
+        damped = gn + mu[:, None, None] * eye
         factor, info = torch.linalg.cholesky_ex(damped)
         factored = info == 0
         # A failed factorisation (rounding where the damping is tiny) counts as a
         # rejected trial; the identity stands in so that the solve stays finite.
         factor = torch.where(factored[:, None, None], factor, eye)
-        delta = -torch.cholesky_solve(g_rows.unsqueeze(-1), factor).squeeze(-1)
+        delta = -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
         # Decrease predicted by the damped quadratic model, > 0 for delta != 0.
-        predicted = 0.5 * (delta * (mu_rows[:, None] * delta - g_rows)).sum(dim=1)
-        z_rows = z[rows]
-        z_try = z_rows + delta
+        predicted = 0.5 * (delta * (mu[:, None] * delta - grad)).sum(dim=1)
+        z_try = z + delta
         loss_try, grad_try, gn_try = objective.gauss_newton(z_try, rows)
-        n_evals[rows] += 1
-        decrease = loss[rows] - loss_try
+        n_evals += 1
+        decrease = loss - loss_try
         finite = torch.isfinite(loss_try) & torch.isfinite(grad_try).all(dim=1)
         accept = factored & finite & (decrease > 0) & (predicted > 0)
         rho = torch.where(accept, decrease / predicted, torch.zeros_like(decrease))
+        # No step lowers the loss and this one was already at rounding level of
+        # the code: the loss is flat to working precision.
+        flat = factored & (
+            torch.linalg.vector_norm(delta, dim=1)
+            <= 4 * eps * (torch.linalg.vector_norm(z, dim=1) + 1.0)
+        )
 
-        acc, rej = rows[accept], rows[~accept]
-        z[acc] = z_try[accept]
-        loss[acc] = loss_try[accept]
-        grad[acc] = grad_try[accept]
-        gn[acc] = gn_try[accept]
-        grad_norm[acc] = torch.linalg.vector_norm(grad_try[accept], dim=1)
-        n_steps[acc] += 1
-        shrink = (1 - (2 * rho[accept] - 1) ** 3).clamp(min=1.0 / 3.0)
-        mu[acc] = torch.maximum(mu[acc] * shrink, MIN_DAMPING * scale[acc])
-        nu[acc] = 2.0
-        mu[rej] = mu[rej] * nu[rej]
-        nu[rej] = nu[rej] * 2.0
+        z = torch.where(accept[:, None], z_try, z)
+        loss = torch.where(accept, loss_try, loss)
+        grad = torch.where(accept[:, None], grad_try, grad)
+        gn = torch.where(accept[:, None, None], gn_try, gn)
+        grad_norm = torch.where(
+            accept, torch.linalg.vector_norm(grad_try, dim=1), grad_norm
+        )
+        n_steps += accept
+        shrink = (1 - (2 * rho - 1) ** 3).clamp(min=1.0 / 3.0)
+        mu = torch.where(
+            accept, torch.maximum(mu * shrink, MIN_DAMPING * scale), mu * nu
+        )
+        nu = torch.where(accept, torch.full_like(nu, 2.0), nu * 2.0)
 
-        # No step lowers the loss and the last one was already at rounding level
-        # of the code: the loss is flat to working precision.
-        step_norm = torch.linalg.vector_norm(delta[~accept], dim=1)
-        code_norm = torch.linalg.vector_norm(z_rows[~accept], dim=1)
-        flat = factored[~accept] & (step_norm <= 4 * eps * (code_norm + 1.0))
-        status[rej[flat | ~torch.isfinite(mu[rej])]] = STALLED
-        status[acc[n_steps[acc] >= max_steps]] = MAX_STEPS
+        stalled = ~accept & (flat | ~torch.isfinite(mu))
+        out_of_budget = accept & (n_steps >= max_steps)
         if max_evals is not None:
-            out_of_evals = rows[n_evals[rows] >= max_evals]
-            status[out_of_evals[status[out_of_evals] == RUNNING]] = MAX_STEPS
-        status[acc[grad_norm[acc] <= tol]] = CONVERGED
+            out_of_budget |= ~stalled & (n_evals >= max_evals)
+        status = torch.where(stalled, STALLED, RUNNING)
+        status = torch.where(out_of_budget, MAX_STEPS, status)
+        status = torch.where(accept & (grad_norm <= tol), CONVERGED, status)
+        stopped = status != RUNNING
+        if not stopped.any():
+            continue
+        done = rows[stopped]
+        z_all[done] = z[stopped]
+        loss_all[done] = loss[stopped]
+        grad_norm_all[done] = grad_norm[stopped]
+        n_steps_all[done] = n_steps[stopped]
+        n_evals_all[done] = n_evals[stopped]
+        status_all[done] = status[stopped]
+        keep = ~stopped
+        rows, z, loss, grad, gn = rows[keep], z[keep], loss[keep], grad[keep], gn[keep]
+        grad_norm, mu, nu, scale = grad_norm[keep], mu[keep], nu[keep], scale[keep]
+        n_steps, n_evals = n_steps[keep], n_evals[keep]
 
     return FlowResult(
-        z=z,
-        loss=loss,
-        grad_norm=grad_norm,
-        n_steps=n_steps,
-        n_evals=n_evals,
-        status=status,
+        z=z_all,
+        loss=loss_all,
+        grad_norm=grad_norm_all,
+        n_steps=n_steps_all,
+        n_evals=n_evals_all,
+        status=status_all,
         t=torch.full((n_samples,), float("nan"), dtype=dtype, device=device),
         tol=tol,
     )

@@ -8,6 +8,13 @@ from .derivatives import (
     supports_explicit_derivatives,
 )
 
+# Precision of the Jacobian behind the Gauss-Newton matrices. The matrix only
+# shapes a solver's steps; losses and gradients, which decide acceptance and
+# stopping, stay in the data's precision. The forward-mode Jacobian dominates
+# the cost of a Gauss-Newton evaluation, and runs about 4x faster in float32
+# on a CPU (measured on the default decoder).
+JACOBIAN_DTYPE = torch.float32
+
 
 class ReconstructionObjective:
     """Per-sample reconstruction loss of a batch and its gradient in latent space.
@@ -68,7 +75,9 @@ class ReconstructionObjective:
         """Losses, gradients and Gauss-Newton matrices ``(n, k, k)`` at ``z``.
 
         Only for skgfe's own decoders without ``create_graph`` (the Gauss-Newton
-        solver is not differentiated through).
+        solver is not differentiated through). The matrices are formed in
+        :data:`JACOBIAN_DTYPE` (when that is coarser than the data's) and
+        returned in the data's dtype.
         """
         if not self.explicit:
             raise ValueError(
@@ -76,4 +85,6 @@ class ReconstructionObjective:
                 "differentiable (adjoint) flow."
             )
         x = self.X if rows is None else self.X[rows]
-        return loss_gradient_and_gauss_newton(self.decoder, self.loss, z.detach(), x)
+        return loss_gradient_and_gauss_newton(
+            self.decoder, self.loss, z.detach(), x, jacobian_dtype=JACOBIAN_DTYPE
+        )

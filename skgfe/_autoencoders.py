@@ -86,7 +86,11 @@ class Autoencoder(_BaseAutoencoder):
     Parameters
     ----------
     n_components : int, default=2
-        Dimension of the code (the number of output features).
+        Dimension of the code (the number of output features). Codes wider than
+        the data (``n_components > n_features``) are overcomplete, and can copy
+        the input instead of compressing it: ``fit`` warns about them unless
+        ``sparsity`` or ``noise`` regularise the code (sparse and denoising
+        autoencoders are often overcomplete on purpose).
 
     hidden_layer_sizes : array-like of int, default=(128,)
         Widths of the decoder's hidden layers, from the code side to the output
@@ -149,10 +153,14 @@ class Autoencoder(_BaseAutoencoder):
     tol : float, default=1e-4
         Relative tolerance of the plateau test. Progress is checked after every
         epoch, but at most every 10 optimiser steps (with few samples an epoch is
-        a single minibatch); a check that does not lower the monitored loss
-        (the validation loss with ``early_stopping``, else the mean training
-        loss since the previous check) below ``(1 - tol)`` times its best value
-        counts as no improvement. The weights of the best check are kept.
+        a single minibatch). A check measures the current weights (their
+        validation loss with ``early_stopping``, else their training loss on all
+        training samples); one that does not lower that loss below
+        ``(1 - tol)`` times its best value counts as no improvement. The best
+        measured weights are kept, those fit started from included. If the loss
+        turns non-finite, training stops with a ConvergenceWarning and the best
+        measured weights are restored. ``partial_fit`` only counts plateaus of
+        the mean minibatch loss and keeps its last weights.
 
     n_iter_no_change : int, default=10
         Number of checks without improvement before training stops.
@@ -176,13 +184,21 @@ class Autoencoder(_BaseAutoencoder):
         (needs tqdm).
 
     warm_start : bool, default=False
-        Reuse the previous fit's networks and continue training them.
+        Reuse the previous fit's networks and continue training them. When a
+        parameter that shapes them changed since (``n_components``,
+        ``hidden_layer_sizes``, ``activation``, ``architecture``, ``loss`` or
+        ``code_activation``), ``fit`` warns and trains new networks instead, and
+        :meth:`partial_fit` raises.
 
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Torch device of training and encoding; 'auto' picks CUDA when available.
 
     Attributes
     ----------
+    n_components_ : int
+        Dimension of the fitted codes: ``n_components`` when the networks were
+        built.
+
     encoder_ : torch.nn.Module
         The trained encoder, mapping scaled samples to codes (before
         ``code_activation``).
@@ -200,8 +216,10 @@ class Autoencoder(_BaseAutoencoder):
         Mean training loss (on the scaled data, penalty included) of each epoch.
 
     best_loss_ : float
-        Smallest entry of ``loss_curve_`` when ``early_stopping`` is False (inf
-        otherwise; see ``best_validation_score_``).
+        Training loss of the kept weights (the smallest measured at a check)
+        when ``early_stopping`` is False; inf otherwise (see
+        ``best_validation_score_``). ``partial_fit`` sets it to the smallest
+        mean minibatch loss of its checks instead.
 
     validation_scores_ : list of float or None
         Negative validation loss of each epoch of ``fit`` when
@@ -229,6 +247,13 @@ class Autoencoder(_BaseAutoencoder):
     GradientFlowEncoder : The same decoder, with codes found by a gradient flow.
     VariationalAutoencoder : The same decoder with a Gaussian encoder.
     sklearn.decomposition.PCA : The optimal linear encoder-decoder pair.
+
+    Notes
+    -----
+    A fitted model keeps the ``n_components``, ``hidden_layer_sizes``,
+    ``activation``, ``architecture``, ``loss`` and ``code_activation`` it was
+    fitted with: changed with ``set_params``, they take effect at the next
+    ``fit`` (see ``warm_start``).
 
     References
     ----------
@@ -336,9 +361,18 @@ class Autoencoder(_BaseAutoencoder):
                 f"needs noise_level < 1, got {self.noise_level}."
             )
 
+    def _architecture(self):
+        # The decoder is trained on codes after code_activation.
+        return {**super()._architecture(), "code_activation": self.code_activation}
+
+    def _overcomplete_is_intended(self):
+        # Sparse and denoising autoencoders are often overcomplete on purpose.
+        return self.sparsity > 0 or (self.noise is not None and self.noise_level > 0)
+
     def _encode(self, X):
         Z = self.encoder_(X)
-        return torch.sigmoid(Z) if self.code_activation == "sigmoid" else Z
+        sigmoid = self._fitted_architecture["code_activation"] == "sigmoid"
+        return torch.sigmoid(Z) if sigmoid else Z
 
     def _corrupt(self, X, generator):
         """Training input of the denoising variant: ``X`` with noise (scaled units)."""
@@ -387,7 +421,9 @@ class VariationalAutoencoder(_BaseAutoencoder):
     Parameters
     ----------
     n_components : int, default=2
-        Dimension of the latent space (the number of output features).
+        Dimension of the latent space (the number of output features). Codes
+        wider than the data (``n_components > n_features``) are overcomplete:
+        they do not compress it, and ``fit`` warns about them.
 
     hidden_layer_sizes : array-like of int, default=(128,)
         Widths of the decoder's hidden layers, from the latent side to the output
@@ -427,10 +463,14 @@ class VariationalAutoencoder(_BaseAutoencoder):
     tol : float, default=1e-4
         Relative tolerance of the plateau test. Progress is checked after every
         epoch, but at most every 10 optimiser steps (with few samples an epoch is
-        a single minibatch); a check that does not lower the monitored loss
-        (the validation loss with ``early_stopping``, else the mean training
-        loss since the previous check) below ``(1 - tol)`` times its best value
-        counts as no improvement. The weights of the best check are kept.
+        a single minibatch). A check measures the current weights (their
+        validation loss with ``early_stopping``, else their training loss on all
+        training samples); one that does not lower that loss below
+        ``(1 - tol)`` times its best value counts as no improvement. The best
+        measured weights are kept, those fit started from included. If the loss
+        turns non-finite, training stops with a ConvergenceWarning and the best
+        measured weights are restored. ``partial_fit`` only counts plateaus of
+        the mean minibatch loss and keeps its last weights.
 
     n_iter_no_change : int, default=10
         Number of checks without improvement before training stops.
@@ -455,13 +495,21 @@ class VariationalAutoencoder(_BaseAutoencoder):
         progress bar (needs tqdm).
 
     warm_start : bool, default=False
-        Reuse the previous fit's networks and continue training them.
+        Reuse the previous fit's networks and continue training them. When a
+        parameter that shapes them changed since (``n_components``,
+        ``hidden_layer_sizes``, ``activation``, ``architecture`` or ``loss``),
+        ``fit`` warns and trains new networks instead, and :meth:`partial_fit`
+        raises.
 
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Torch device of training and encoding; 'auto' picks CUDA when available.
 
     Attributes
     ----------
+    n_components_ : int
+        Dimension of the fitted codes: ``n_components`` when the networks were
+        built.
+
     encoder_ : torch.nn.Module
         The trained encoder, mapping scaled samples to the posterior mean
         (first ``n_components`` outputs) and log-variance (last ones).
@@ -480,8 +528,10 @@ class VariationalAutoencoder(_BaseAutoencoder):
         scaled data) of each epoch.
 
     best_loss_ : float
-        Smallest entry of ``loss_curve_`` when ``early_stopping`` is False (inf
-        otherwise; see ``best_validation_score_``).
+        Training loss of the kept weights (the smallest measured at a check)
+        when ``early_stopping`` is False; inf otherwise (see
+        ``best_validation_score_``). ``partial_fit`` sets it to the smallest
+        mean minibatch loss of its checks instead.
 
     validation_scores_ : list of float or None
         Negative validation loss of each epoch of ``fit`` when
@@ -508,6 +558,13 @@ class VariationalAutoencoder(_BaseAutoencoder):
     --------
     Autoencoder : The same networks with a deterministic code.
     GradientFlowEncoder : The same decoder, with codes found by a gradient flow.
+
+    Notes
+    -----
+    A fitted model keeps the ``n_components``, ``hidden_layer_sizes``,
+    ``activation``, ``architecture`` and ``loss`` it was fitted with: changed
+    with ``set_params``, they take effect at the next ``fit`` (see
+    ``warm_start``).
 
     References
     ----------
@@ -583,7 +640,7 @@ class VariationalAutoencoder(_BaseAutoencoder):
     def _posterior(self, X):
         """Mean and log-variance of ``q(z | x)`` for scaled samples ``X``."""
         output = self.encoder_(X)
-        return output[:, : self.n_components], output[:, self.n_components :]
+        return output[:, : self.n_components_], output[:, self.n_components_ :]
 
     def _encode(self, X):
         return self._posterior(X)[0]
@@ -604,7 +661,7 @@ class VariationalAutoencoder(_BaseAutoencoder):
         """``log p(x | z)`` of scaled samples, in nats, for densities in units of X."""
         n_features = X.shape[1]
         log_p = -n_features * self._loss_function(self.decoder_(Z), X)
-        if self.loss == "mse":
+        if self._fitted_loss == "mse":
             # Gaussian of variance 1/2 in scaled units (scale_**2 / 2 in units of
             # X), the likelihood whose negative log is n_features * mse + const.
             log_p = log_p - n_features * (
@@ -667,6 +724,7 @@ class VariationalAutoencoder(_BaseAutoencoder):
         log_likelihood = torch.cat(log_likelihood).cpu().numpy()
         kl = torch.cat(kl).cpu().numpy()
         elbo = log_likelihood - kl
+        self._require_finite(elbo, "The ELBO")
         if return_terms:
             return elbo, {"log_likelihood": log_likelihood, "kl": kl}
         return elbo

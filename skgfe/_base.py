@@ -103,6 +103,10 @@ class BaseDecoderTransformer(
     def _end_training(self):
         """Hook: drop what :meth:`_begin_training` created."""
 
+    def _overcomplete_is_intended(self):
+        """Hook: True where codes wider than the data need no warning."""
+        return False
+
     def _modules(self):
         """The trainable torch modules, in a fixed order."""
         return [self.decoder_]
@@ -113,10 +117,71 @@ class BaseDecoderTransformer(
             output = self.decoder_(self._encode(X))
             return self._loss_function(output, X).mean().item()
 
+    def _training_loss(self, X):
+        """Training objective of the current weights on all scaled samples ``X``.
+
+        What a progress check compares without validation samples. Random parts
+        of the objective (corruption, sampled codes) draw from a fixed seed, so
+        that successive checks compare weights, not noise.
+        """
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            return self._batch_loss(X, generator)[0].item()
+
     # -------------------------------------------------------------- helpers
+    def _architecture(self):
+        """Parameters that shape the fitted networks or the meaning of their outputs.
+
+        Resolved values. Recorded at initialisation, they are what inference uses
+        (whatever ``set_params`` did since), and neither a warm start nor
+        ``partial_fit`` can change them.
+        """
+        return {
+            "n_components": self.n_components,
+            "hidden_layer_sizes": self._hidden_sizes(),
+            "activation": self.activation,
+            "architecture": self.architecture,
+            "loss": self.loss,
+        }
+
+    def _fitted_architecture_changed(self, incremental):
+        """Whether a parameter of :meth:`_architecture` changed since initialisation.
+
+        ``partial_fit`` cannot change the shape of a partially trained model and
+        raises; ``fit`` with ``warm_start=True`` warns and starts afresh.
+        """
+        fitted = self._fitted_architecture
+        changed = {
+            name: (fitted[name], value)
+            for name, value in self._architecture().items()
+            if value != fitted[name]
+        }
+        if not changed:
+            return False
+        details = ", ".join(
+            f"{name} ({old!r} -> {new!r})" for name, (old, new) in changed.items()
+        )
+        if incremental:
+            raise ValueError(
+                f"partial_fit cannot change {details} of a fitted "
+                f"{self.__class__.__name__}: the networks were built with the old "
+                "values. Set them back, or call fit to train a new model."
+            )
+        warnings.warn(
+            f"warm_start=True cannot reuse the fitted networks after changing "
+            f"{details}: the model is trained from scratch.",
+            UserWarning,
+            stacklevel=5,
+        )
+        return True
+
+    @property
+    def _fitted_loss(self):
+        return self._fitted_architecture["loss"]
+
     @property
     def _loss_function(self):
-        return LOSSES[self.loss]
+        return LOSSES[self._fitted_loss]
 
     def _effective_batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -196,13 +261,59 @@ class BaseDecoderTransformer(
             accept_sparse=False,
             ensure_min_samples=1,
         )
-        if self.loss == "bce" and (X.min() < 0 or X.max() > 1):
+        self._check_range(X, self.loss if reset else self._fitted_loss)
+        if (
+            reset
+            and self.n_components > X.shape[1]
+            and not self._overcomplete_is_intended()
+        ):
+            warnings.warn(
+                f"n_components={self.n_components} exceeds the number of features "
+                f"({X.shape[1]}): the codes are overcomplete, they do not compress "
+                "the data and many codes reconstruct a sample equally well. Use "
+                "n_components <= n_features for a reduction.",
+                UserWarning,
+                stacklevel=5,
+            )
+        return X
+
+    @staticmethod
+    def _check_range(X, loss):
+        if loss == "bce" and (X.min() < 0 or X.max() > 1):
             raise ValueError(
                 "loss='bce' needs data in [0, 1] (it models each feature as a "
                 f"probability); got values in [{X.min():.4g}, {X.max():.4g}]. Rescale "
                 "the data (e.g. with MinMaxScaler) or use loss='mse'."
             )
-        return X
+
+    def _require_finite(self, values, what, inputs="samples"):
+        """Raise when some rows of the ndarray ``values`` are not finite.
+
+        ``what`` names one row's value (e.g. "The code"), ``inputs`` the rows.
+        """
+        finite = np.isfinite(values)
+        if finite.ndim > 1:
+            finite = finite.all(axis=1)
+        n_bad = int(np.sum(~finite))
+        if not n_bad:
+            return
+        if not all(
+            torch.isfinite(p).all() for m in self._modules() for p in m.parameters()
+        ):
+            cause = (
+                "the model's weights are not finite; refit it (e.g. with a lower "
+                "learning_rate_init)"
+            )
+        else:
+            cause = (
+                f"the {inputs} lie so far outside the range seen in training that "
+                "the networks overflow"
+            )
+            if self._dtype == torch.float32:
+                cause += " in float32 (a model fitted on float64 data goes further)"
+        raise FloatingPointError(
+            f"{what} is not finite for {n_bad} of {len(finite)} {inputs}: {cause}."
+        )
 
     def _device(self):
         return resolve_device(self.device)
@@ -240,7 +351,7 @@ class BaseDecoderTransformer(
     def _decode_scaled(self, Z):
         """Decoder output in the scaled space, as a reconstruction (no logits)."""
         output = self.decoder_(Z)
-        return torch.sigmoid(output) if self.loss == "bce" else output
+        return torch.sigmoid(output) if self._fitted_loss == "bce" else output
 
     def _ensure_on_device(self):
         device = self._device()
@@ -259,9 +370,18 @@ class BaseDecoderTransformer(
 
     # ------------------------------------------------------------ training
     def _initialize(self, n_features, generator):
+        self.n_components_ = self.n_components
+        self._fitted_architecture = self._architecture()
         self._dtype = torch.float64 if self._fit_dtype == np.float64 else torch.float32
         self._build_modules(n_features, generator, self._dtype, self._device())
-        self._optimizer = self._make_optimizer()
+        try:
+            self._optimizer = self._make_optimizer()
+        except BaseException:
+            # The first torch optimiser of a process imports torch._dynamo
+            # (seconds): interrupted there, the half-built model must not look
+            # fitted.
+            self._forget_fit()
+            raise
         self.loss_curve_ = []
         self.best_loss_ = np.inf
         self.validation_scores_ = [] if self.early_stopping else None
@@ -270,11 +390,20 @@ class BaseDecoderTransformer(
         self.t_ = 0
         self._no_improvement_count = 0
 
+    def _forget_fit(self):
+        """Drop every fitted attribute, so that ``check_is_fitted`` raises again."""
+        for name in [k for k in vars(self) if k.endswith("_") and k[:2] != "__"]:
+            delattr(self, name)
+
     def _is_initialized(self):
         return hasattr(self, "decoder_")
 
     def _fit(self, X, n_epochs, incremental):
-        first_call = not ((incremental or self.warm_start) and self._is_initialized())
+        first_call = not (
+            (incremental or self.warm_start)
+            and self._is_initialized()
+            and not self._fitted_architecture_changed(incremental)
+        )
         X = self._validate_X(X, reset=first_call)
         generator = self._torch_generator()
         if first_call:
@@ -295,19 +424,24 @@ class BaseDecoderTransformer(
         if self.early_stopping and not incremental and len(X_t) > n_val:
             order = torch.randperm(len(X_t), generator=generator).to(X_t.device)
             X_val, X_t = X_t[order[:n_val]], X_t[order[n_val:]]
-        self._kept_initial_model = False
         if first_call:
             self._init_from_data(X_t)
         self._begin_training(X_t)
         try:
-            stopped_early = run_epochs(self, X_t, X_val, n_epochs, generator)
+            outcome = run_epochs(
+                self, X_t, X_val, n_epochs, generator, keep_best=not incremental
+            )
         finally:
             self._end_training()
-        if first_call and X_val is not None and self._kept_initial_model:
+        if first_call and X_val is not None and outcome.kept_start:
             # Training never beat the initial model on the validation samples:
             # that model is kept, and initialised from all the data it is better.
             self._init_from_data(X_all)
-        if not incremental and not stopped_early and self.n_iter_ >= self.max_iter:
+        if (
+            not incremental
+            and not (outcome.stopped_early or outcome.diverged)
+            and self.n_iter_ >= self.max_iter
+        ):
             warnings.warn(
                 f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
                 "and the optimization hasn't converged yet.",
@@ -339,7 +473,15 @@ class BaseDecoderTransformer(
     def partial_fit(self, X, y=None):
         """Train for one epoch on ``X``, initialising the model on the first call.
 
-        The internal scaling is fixed from the first call's data.
+        The internal scaling (``mean_`` and ``scale_``, see the User Guide) is
+        fixed from the first call's data and never updated: the step sizes and
+        tolerances of later calls assume data like the first block. Make the
+        first block representative of all the data (several samples, spread as
+        the rest), or standardise outside, e.g. with a
+        :class:`~sklearn.preprocessing.StandardScaler` fitted on a sample
+        beforehand. A later block whose samples lie more than 10 times
+        ``scale_`` from ``mean_`` on average (or, with 10 samples or more, less
+        than 0.1 times) warns with a :class:`UserWarning`.
 
         Parameters
         ----------
@@ -354,7 +496,35 @@ class BaseDecoderTransformer(
             Updated estimator.
         """
         self._check_params()
-        return self._fit(X, 1, incremental=True)
+        later_block = self._is_initialized()
+        self._fit(X, 1, incremental=True)
+        if later_block:
+            self._check_block_scaling(X)
+        return self
+
+    def _check_block_scaling(self, X):
+        """Warn when a later ``partial_fit`` block is far off the frozen scaling.
+
+        Measured by the root mean square deviation of the block from ``mean_``
+        in units of ``scale_``, which is 1 for the block the scaling came from
+        (spread and offset together). Below 0.1 is only tested on 10 samples or
+        more: a few samples can sit close to the mean by chance.
+        """
+        if self.loss != "mse":  # 'bce' data are not scaled
+            return
+        X = check_array(X, dtype=[np.float64, np.float32])
+        deviation = float(np.sqrt(np.mean((X - self.mean_) ** 2))) / self.scale_
+        if 0.1 <= deviation <= 10 or (deviation < 0.1 and len(X) < 10):
+            return
+        warnings.warn(
+            f"This partial_fit block lies {deviation:.3g} times scale_ from mean_ "
+            "(root mean square over its values), where the first block, which "
+            "fixed the internal scaling, lies 1 time: the model assumes scaled "
+            "data of order one. Start a new model whose first partial_fit block "
+            "represents all the data, or standardise the data outside the model.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     # ------------------------------------------------------------ inference
     def _check_ready(self, X):
@@ -367,6 +537,7 @@ class BaseDecoderTransformer(
             accept_sparse=False,
             ensure_min_samples=1,
         )
+        self._check_range(X, self._fitted_loss)
         self._ensure_on_device()
         return X
 
@@ -387,7 +558,9 @@ class BaseDecoderTransformer(
         X_t = self._scale(self._to_tensor(X))
         with torch.no_grad():
             Z = self._in_chunks(self._encode, X_t)
-        return Z.cpu().numpy().astype(X.dtype, copy=False)
+        Z = Z.cpu().numpy().astype(X.dtype, copy=False)
+        self._require_finite(Z, "The code")
+        return Z
 
     def inverse_transform(self, X):
         """Decode codes back to the input space.
@@ -404,17 +577,20 @@ class BaseDecoderTransformer(
         """
         check_is_fitted(self)
         Z = check_array(X, dtype=[np.float64, np.float32])
-        if Z.shape[1] != self.n_components:
+        if Z.shape[1] != self.n_components_:
             raise ValueError(
-                f"X has {Z.shape[1]} features, but {self.__class__.__name__} "
-                f"decodes codes of n_components={self.n_components} features."
+                f"X has {Z.shape[1]} features, but {self.__class__.__name__} was "
+                f"fitted with n_components={self.n_components_} and decodes codes "
+                "of that many features."
             )
         self._ensure_on_device()
         Z_t = self._to_tensor(Z)
         with torch.no_grad():
             X_hat = self._in_chunks(self._decode_scaled, Z_t)
             X_hat = self._unscale(X_hat)
-        return X_hat.cpu().numpy().astype(Z.dtype, copy=False)
+        X_hat = X_hat.cpu().numpy().astype(Z.dtype, copy=False)
+        self._require_finite(X_hat, "The reconstruction", inputs="codes")
+        return X_hat
 
     def _reconstruct(self, X):
         """Reconstructions of validated samples, as a tensor in input units."""
@@ -443,7 +619,10 @@ class BaseDecoderTransformer(
         """
         X = self._check_ready(X)
         X_hat = self._reconstruct(X).cpu().numpy()
-        return -np.mean((X - X_hat) ** 2, axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = -np.mean((X - X_hat) ** 2, axis=1)
+        self._require_finite(scores, "The score")
+        return scores
 
     def score(self, X, y=None):
         """Negative mean squared reconstruction error over all samples.
@@ -464,7 +643,7 @@ class BaseDecoderTransformer(
 
     @property
     def _n_features_out(self):
-        return self.n_components
+        return self.n_components_
 
     # ------------------------------------------------------------- pickling
     def __getstate__(self):

@@ -19,6 +19,7 @@ from ._flow import (
     linear_path_codes,
     run_flow,
 )
+from ._flow.result import MAX_STEPS, STALL_TOL_FACTOR
 from ._networks import make_mlp, set_linear_path
 
 # Evaluations per training sample and epoch when training codes are warm-started
@@ -52,7 +53,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     Parameters
     ----------
     n_components : int, default=2
-        Dimension of the latent space (the number of output features).
+        Dimension of the latent space (the number of output features). Codes
+        wider than the data (``n_components > n_features``) are overcomplete:
+        they do not compress it and many codes reconstruct a sample equally well,
+        so ``fit`` warns about them.
 
     hidden_layer_sizes : array-like of int, default=(128,)
         Widths of the decoder's hidden layers, from the latent side to the output
@@ -214,10 +218,14 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     tol : float, default=1e-4
         Relative tolerance of the plateau test. Progress is checked after every
         epoch, but at most every 10 optimiser steps (with few samples an epoch is
-        a single minibatch); a check that does not lower the monitored loss
-        (the validation loss with ``early_stopping``, else the mean training
-        loss since the previous check) below ``(1 - tol)`` times its best value
-        counts as no improvement. The weights of the best check are kept.
+        a single minibatch). A check measures the current weights (their
+        validation loss with ``early_stopping``, else their training loss on all
+        training samples); one that does not lower that loss below
+        ``(1 - tol)`` times its best value counts as no improvement. The best
+        measured weights are kept, those fit started from included. If the loss
+        turns non-finite, training stops with a ConvergenceWarning and the best
+        measured weights are restored. ``partial_fit`` only counts plateaus of
+        the mean minibatch loss and keeps its last weights.
 
     n_iter_no_change : int, default=10
         Number of checks without improvement before training stops.
@@ -241,13 +249,21 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         a progress bar (needs tqdm).
 
     warm_start : bool, default=False
-        Reuse the previous fit's decoder and continue training it.
+        Reuse the previous fit's decoder and continue training it. When a
+        parameter that shapes the decoder changed since (``n_components``,
+        ``hidden_layer_sizes``, ``activation``, ``architecture``, ``loss`` or
+        ``decoder_init``), ``fit`` warns and trains a new decoder instead, and
+        :meth:`partial_fit` raises.
 
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Torch device of training and encoding; 'auto' picks CUDA when available.
 
     Attributes
     ----------
+    n_components_ : int
+        Dimension of the fitted latent space: ``n_components`` when the decoder
+        was built.
+
     decoder_ : torch.nn.Module
         The trained decoder, mapping codes to (scaled) reconstructions.
 
@@ -261,8 +277,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         Mean training loss (on the scaled data) of each epoch.
 
     best_loss_ : float
-        Smallest entry of ``loss_curve_`` when ``early_stopping`` is False (inf
-        otherwise; see ``best_validation_score_``).
+        Training loss of the kept weights (the smallest measured at a check)
+        when ``early_stopping`` is False; inf otherwise (see
+        ``best_validation_score_``). ``partial_fit`` sets it to the smallest
+        mean minibatch loss of its checks instead.
 
     validation_scores_ : list of float or None
         Negative validation loss of each epoch of ``fit`` when
@@ -291,6 +309,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     Notes
     -----
+    **Parameters fixed by fitting.** A fitted model keeps the ``n_components``,
+    ``hidden_layer_sizes``, ``activation``, ``architecture``, ``loss`` and
+    ``decoder_init`` it was fitted with: changed with ``set_params``, they take
+    effect at the next ``fit`` (see ``warm_start``). The settings of the flow
+    (``flow``, ``solver``, ``init``, ``flow_tol`` and the like) apply to the next
+    :meth:`transform`.
+
     **Batch dependence of adaptive solvers.** torchdiffeq's adaptive solvers
     choose one step size per batch from an error norm over all its rows, so
     with them a code depends on its batch mates (and on their order) within the
@@ -433,6 +458,11 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             return "pca" if self.loss == "mse" else "random"
         return self.decoder_init
 
+    def _architecture(self):
+        # decoder_init decides whether the decoder has a linear path (and the
+        # default init); resolved, so 'auto' and what it stands for are equal.
+        return {**super()._architecture(), "decoder_init": self._decoder_init()}
+
     def _check_params(self):
         super()._check_params()
         if self.decoder_init == "pca" and self.loss != "mse":
@@ -478,9 +508,44 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self._train_codes = (
             self._initial_codes(X) if self.warm_codes and self.solver == "lm" else None
         )
+        # The current epoch's training flows that stopped short of flow_tol.
+        self._short_solves = {"epoch": None}
 
     def _end_training(self):
         self._train_codes = None
+        short = getattr(self, "_short_solves", None)
+        self._short_solves = None
+        if not (short and short.get("status")):
+            return
+        statuses = torch.cat(short["status"]).cpu().numpy()
+        statuses = np.array([STATUS_NAMES[s] for s in statuses])
+        grad_norms = torch.cat(short["grad_norm"]).cpu().numpy()
+        details = self._unconverged_details(statuses, grad_norms)
+        warnings.warn(
+            f"In the last epoch of training, the {self.flow} flow ({self.solver!r} "
+            f"solver) of {len(statuses)} of {short['n_solves']} training samples "
+            f"stopped before its gradient norm reached flow_tol={self.flow_tol} "
+            f"({details}); or raise flow_tol. The decoder was trained on codes "
+            "short of the flows' end points.",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
+
+    def _record_short_solves(self, result, warm):
+        """Count the training flows of this epoch that stopped short of flow_tol."""
+        record = getattr(self, "_short_solves", None)
+        if record is None:
+            return
+        short = ~result.converged
+        if warm:
+            # Capped at TRAINING_MAX_EVALS on purpose: they resume next epoch.
+            short &= result.status != MAX_STEPS
+        if record["epoch"] != self.n_iter_:
+            record.update(epoch=self.n_iter_, n_solves=0, status=[], grad_norm=[])
+        record["n_solves"] += len(short)
+        if short.any():
+            record["status"].append(result.status[short])
+            record["grad_norm"].append(result.grad_norm[short].detach())
 
     def _initialize(self, n_features, generator):
         super()._initialize(n_features, generator)
@@ -494,7 +559,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     def _init(self):
         if self.init == "auto":
-            return "linear" if self._decoder_init() == "pca" else "zeros"
+            pca = self._fitted_architecture["decoder_init"] == "pca"
+            return "linear" if pca else "zeros"
         return self.init
 
     def _initial_codes(self, X):
@@ -504,7 +570,19 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         if init == "random" and getattr(self, "_init_seed", None) is None:
             # init was switched to 'random' after fitting with 'zeros'.
             self._init_seed = self._draw_init_seed()
-        return initial_codes(X, self.n_components, init, getattr(self, "_init_seed", 0))
+        return initial_codes(
+            X, self.n_components_, init, getattr(self, "_init_seed", 0)
+        )
+
+    def _training_loss(self, X):
+        # The training codes solved to full tolerance from their warm start
+        # (close already, so cheap); the next epoch starts from the better codes.
+        codes = getattr(self, "_train_codes", None)
+        with torch.no_grad():
+            result = self._flow(X, z0=codes)
+            if codes is not None:
+                self._train_codes = result.z
+            return self._loss_function(self.decoder_(result.z), X).mean().item()
 
     def _flow(self, X, differentiable=False, z0=None, max_evals=None):
         """Run the flow on the scaled samples ``X`` and return its FlowResult.
@@ -535,6 +613,31 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     def _encode(self, X):
         return self._flow(X).z
 
+    def _diagnose_start(self, X):
+        """After a flow could not start: say for how many scaled samples, and why.
+
+        The flow only knows that some loss of its batch is not finite; this counts
+        the samples of all of ``X`` and tells weights that are not finite from
+        inputs that overflow the decoder.
+        """
+        with torch.no_grad():
+            loss = self._in_chunks(
+                lambda chunk: self._loss_function(
+                    self.decoder_(self._initial_codes(chunk)), chunk
+                ),
+                X,
+            )
+        self._require_finite(
+            loss.cpu().numpy(), "The reconstruction loss at the initial code"
+        )
+
+    def _reconstruct(self, X):
+        try:
+            return super()._reconstruct(X)
+        except FloatingPointError:
+            self._diagnose_start(self._scale(self._to_tensor(X)))
+            raise
+
     def _batch_loss(self, X_batch, generator, rows=None):
         # 'approximate': the codes are held fixed and the gradient flows through
         # the decoder only (exact at stationary codes, by the envelope theorem).
@@ -548,6 +651,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         )
         if warm:
             self._train_codes[rows] = result.z.detach()
+        self._record_short_solves(result, warm)
         output = self.decoder_(result.z)
         loss = self._loss_function(output, X_batch).mean()
         return loss, {"flow steps": result.n_steps.double().mean().item()}
@@ -592,12 +696,17 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         """
         X = self._check_ready(X)
         X_t = self._scale(self._to_tensor(X))
-        with torch.no_grad():
-            results = [
-                self._flow(X_t[i : i + CHUNK_ROWS])
-                for i in range(0, len(X_t), CHUNK_ROWS)
-            ]
+        try:
+            with torch.no_grad():
+                results = [
+                    self._flow(X_t[i : i + CHUNK_ROWS])
+                    for i in range(0, len(X_t), CHUNK_ROWS)
+                ]
+        except FloatingPointError:
+            self._diagnose_start(X_t)
+            raise
         Z = torch.cat([r.z for r in results]).cpu().numpy().astype(X.dtype, copy=False)
+        self._require_finite(Z, "The code")
         status = torch.cat([r.status for r in results]).cpu().numpy()
         info = {
             "loss": torch.cat([r.loss for r in results]).cpu().numpy(),
@@ -633,20 +742,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         not_converged = ~info["converged"]
         if not not_converged.any():
             return
-        statuses = info["status"][not_converged]
-        advice = {
-            "horizon": "raise flow_time",
-            "max_steps": "raise max_flow_steps",
-            "stalled": "raise the precision (fit and transform float64 data)",
-            "diverged": (
-                "lower rtol and atol"
-                if self.solver in ADAPTIVE_SOLVERS
-                else "lower step_size, or use solver='amd'"
-            ),
-        }
-        details = "; ".join(
-            f"{np.sum(statuses == reason)} {reason}: {advice[reason]}"
-            for reason in sorted(set(statuses))
+        details = self._unconverged_details(
+            info["status"][not_converged], info["grad_norm"][not_converged]
         )
         warnings.warn(
             f"The {self.flow} flow ({self.solver!r} solver) of "
@@ -655,4 +752,36 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             "raise flow_tol. encode(X, return_info=True) tells which samples.",
             ConvergenceWarning,
             stacklevel=3,
+        )
+
+    def _unconverged_details(self, statuses, grad_norms):
+        """'count reason: advice' for the flows that stopped short of flow_tol.
+
+        ``statuses`` (names) and ``grad_norms`` are those of these flows only.
+        """
+        stalled = "fit and transform float64 data"
+        if self._dtype == torch.float64 and "stalled" in statuses:
+            # A stalled flow counts as converged when its gradient norm is
+            # within STALL_TOL_FACTOR times flow_tol (and the flows up to the
+            # stall do not depend on the tolerance).
+            top = np.max(grad_norms[statuses == "stalled"])
+            enough = 10 ** np.ceil(np.log10(top / STALL_TOL_FACTOR))
+            stalled = (
+                "the loss is flat at float64 precision, at gradient norms up to "
+                f"{top:.2g} (higher for samples with larger losses): "
+                f"flow_tol={enough:.0e} accepts them"
+            )
+        advice = {
+            "horizon": "raise flow_time",
+            "max_steps": "raise max_flow_steps",
+            "stalled": stalled,
+            "diverged": (
+                "lower rtol and atol"
+                if self.solver in ADAPTIVE_SOLVERS
+                else "lower step_size, or use solver='amd'"
+            ),
+        }
+        return "; ".join(
+            f"{np.sum(statuses == reason)} {reason}: {advice[reason]}"
+            for reason in sorted(set(statuses))
         )

@@ -3,15 +3,16 @@
 The loop knows nothing about how a model encodes: it asks the estimator for the
 loss of a minibatch (``estimator._batch_loss``) and for a held-out score
 (``estimator._validation_loss``), steps a torch optimiser, keeps ``loss_curve_``,
-stops on a plateau, keeps the best epoch's weights, restores the last good weights
-when the loss turns non-finite, and turns ``KeyboardInterrupt`` into a clean stop
-with the weights reached so far.
+stops on a plateau, keeps the best measured weights (restoring them, too, when the
+loss turns non-finite), and turns ``KeyboardInterrupt`` into a clean stop with the
+weights reached so far.
 """
 
 import copy
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,27 +58,61 @@ def epochs_per_check(n_samples, batch_size):
     return max(1, math.ceil(MIN_STEPS_PER_CHECK / steps_per_epoch))
 
 
-def run_epochs(estimator, X_train, X_val, n_epochs, generator):
+@dataclass
+class TrainingOutcome:
+    """How a call of :func:`run_epochs` ended."""
+
+    # Stopped on a plateau rather than on the epoch budget.
+    stopped_early: bool = False
+    # The weights the call started from were never beaten, and are kept.
+    kept_start: bool = False
+    # The loss turned non-finite and training stopped.
+    diverged: bool = False
+
+
+def _monitored_loss(est, X_train, X_val):
+    """The loss a progress check compares: validation, or the training objective.
+
+    Both are measured on the current weights, the ones a check snapshots.
+    """
+    if X_val is not None:
+        return est._validation_loss(X_val)
+    return est._training_loss(X_train)
+
+
+def run_epochs(estimator, X_train, X_val, n_epochs, generator, keep_best=True):
     """Train ``estimator``'s modules for up to ``n_epochs`` passes over ``X_train``.
 
     Progress is checked every :func:`epochs_per_check` epochs (every epoch once
-    an epoch has at least :data:`MIN_STEPS_PER_CHECK` minibatches). A check
-    monitors the validation loss when ``X_val`` is given, and otherwise the mean
-    training loss of the epochs since the previous check; it keeps a snapshot of
-    the weights when the monitored loss is the best so far, and counts the check
-    as no improvement unless the loss fell below ``(1 - tol)`` times the best
-    (a relative test, whatever the units of the data). Training stops after
+    an epoch has at least :data:`MIN_STEPS_PER_CHECK` minibatches). With
+    ``keep_best``, a check measures the current weights: their loss on
+    ``X_val`` when given, otherwise their training objective on all of
+    ``X_train`` (``estimator._training_loss``). The weights the call starts from
+    are measured the same way and are the first candidate; a check keeps a
+    snapshot of the weights when their loss is the best so far, and counts as no
+    improvement unless the loss fell below ``(1 - tol)`` times the best (a
+    relative test, whatever the units of the data). Training stops after
     ``n_iter_no_change`` checks without improvement, and the best weights are
-    restored.
+    restored. Without ``keep_best`` (``partial_fit``: successive calls see
+    different data, whose losses do not compare) a check only counts plateaus,
+    on the mean minibatch loss of the epochs since the previous check.
+
+    When a minibatch loss or a check's loss is not finite, or the batch loss
+    raises :class:`FloatingPointError` (a flow that cannot start from
+    non-finite weights), training stops with a :class:`ConvergenceWarning`: the
+    best weights measured so far are restored (the starting weights without
+    ``keep_best``), and the optimiser's state, which the overflow has reached
+    too, is reset.
 
     Parameters
     ----------
     estimator : BaseDecoderTransformer
-        Provides ``_modules()``, ``_optimizer``,
+        Provides ``_modules()``, ``_optimizer``, ``_make_optimizer()``,
         ``_batch_loss(X_batch, generator, rows=rows)`` returning
-        ``(mean loss tensor, info dict)``, and ``_validation_loss(X)``.
-        Its ``loss_curve_``, ``validation_scores_``, ``best_loss_``, ``n_iter_``,
-        ``t_`` and ``_no_improvement_count`` are updated in place.
+        ``(mean loss tensor, info dict)``, ``_validation_loss(X)`` and
+        ``_training_loss(X)``. Its ``loss_curve_``, ``validation_scores_``,
+        ``best_loss_``, ``best_validation_score_``, ``n_iter_``, ``t_`` and
+        ``_no_improvement_count`` are updated in place.
     X_train : torch.Tensor of shape (n_samples, n_features)
         Scaled training samples.
     X_val : torch.Tensor or None
@@ -86,11 +121,12 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
         Largest number of epochs to run.
     generator : torch.Generator
         Draws the minibatch order (and anything random the batch loss needs).
+    keep_best : bool, default=True
+        Measure the weights at every check and end with the best of them.
 
     Returns
     -------
-    stopped_early : bool
-        True when training stopped on a plateau rather than on ``n_epochs``.
+    TrainingOutcome
     """
     est = estimator
     modules = est._modules()
@@ -98,37 +134,58 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
     batch_size = est._effective_batch_size(n_samples)
     check_every = epochs_per_check(n_samples, batch_size)
     bar = _progress_bar(n_epochs, est.verbose)
-    best_state = None
-    stopped_early = False
+    outcome = TrainingOutcome()
+    start_state = _snapshot(modules)
+    best_state = start_state
     since_check = []
-    if X_val is not None and est.best_validation_score_ is None:
-        # The untrained model is a candidate too: a decoder initialised from PCA
-        # is kept unless training beats it on the validation samples.
-        est.best_validation_score_ = -est._validation_loss(X_val)
-        best_state = _snapshot(modules)
-        est._kept_initial_model = True
+
+    def diverge(value, what):
+        _restore(modules, best_state)
+        est._optimizer = est._make_optimizer()
+        restored = (
+            "the weights it started from were restored"
+            if best_state is start_state
+            else "the best weights measured so far were restored"
+        )
+        warnings.warn(
+            f"{what} became {value} in epoch {est.n_iter_ + 1}; training stopped "
+            f"and {restored}. Lower learning_rate_init or scale the data.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+        outcome.diverged = True
+        outcome.kept_start = best_state is start_state
+        return outcome
+
     try:
+        if keep_best:
+            try:
+                best = _monitored_loss(est, X_train, X_val)
+            except FloatingPointError:
+                best = float("nan")
+            if not np.isfinite(best):
+                raise FloatingPointError(
+                    f"The loss of the starting weights is {best}: the decoder weights "
+                    "or the data contain NaN or infinity."
+                )
+            if X_val is not None:
+                est.best_validation_score_ = -best
+            else:
+                est.best_loss_ = best
         for epoch in range(n_epochs):
             start = time.perf_counter()
-            good_state = _snapshot(modules)
             order = torch.randperm(n_samples, generator=generator).to(X_train.device)
             total, infos = 0.0, []
             for begin in range(0, n_samples, batch_size):
                 rows = order[begin : begin + batch_size]
                 X_batch = X_train[rows]
                 est._optimizer.zero_grad()
-                loss, info = est._batch_loss(X_batch, generator, rows=rows)
+                try:
+                    loss, info = est._batch_loss(X_batch, generator, rows=rows)
+                except FloatingPointError:
+                    return diverge("not finite", "The training loss")
                 if not torch.isfinite(loss):
-                    _restore(modules, good_state)
-                    warnings.warn(
-                        f"The training loss became {loss.item()} in epoch "
-                        f"{est.n_iter_ + 1}; training stopped and the weights of the "
-                        "last finite epoch were restored. Lower learning_rate_init "
-                        "or scale the data.",
-                        ConvergenceWarning,
-                        stacklevel=4,
-                    )
-                    return False
+                    return diverge(loss.item(), "The training loss")
                 loss.backward()
                 est._optimizer.step()
                 total += loss.item() * X_batch.shape[0]
@@ -141,18 +198,29 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
 
             checked = len(since_check) >= check_every or epoch == n_epochs - 1
             if checked:
+                if keep_best:
+                    try:
+                        monitored = _monitored_loss(est, X_train, X_val)
+                    except FloatingPointError:
+                        monitored = float("nan")
+                    if not np.isfinite(monitored):
+                        what = (
+                            "The validation loss"
+                            if X_val is not None
+                            else ("The training loss")
+                        )
+                        return diverge(monitored, what)
+                else:
+                    monitored = float(np.mean(since_check))
                 if X_val is not None:
-                    score = -est._validation_loss(X_val)
-                    est.validation_scores_.append(score)
+                    est.validation_scores_.append(-monitored)
                     best_score = est.best_validation_score_
                     best = np.inf if best_score is None else -best_score
-                    monitored = -score
                 else:
-                    monitored, best = float(np.mean(since_check)), est.best_loss_
+                    best = est.best_loss_
                 since_check = []
-                if monitored < best:
+                if keep_best and monitored < best:
                     best_state = _snapshot(modules)
-                    est._kept_initial_model = False
                 if monitored < best - est.tol * abs(best) or not np.isfinite(best):
                     est._no_improvement_count = 0
                 else:
@@ -178,19 +246,21 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator):
                     print(line)
 
             if est._no_improvement_count >= est.n_iter_no_change:
-                stopped_early = True
+                outcome.stopped_early = True
                 break
     except KeyboardInterrupt:
+        kept = "best weights measured so far" if keep_best else "weights reached so far"
         warnings.warn(
             f"Training interrupted after {est.n_iter_} epochs; the model keeps the "
-            "weights reached so far and can be used, or trained further with "
-            "partial_fit or warm_start=True.",
+            f"{kept} and can be used, or trained further with partial_fit or "
+            "warm_start=True.",
             UserWarning,
             stacklevel=3,
         )
     finally:
         if bar is not None:
             bar.close()
-    if best_state is not None:
+    if keep_best:
         _restore(modules, best_state)
-    return stopped_early
+        outcome.kept_start = best_state is start_state
+    return outcome

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import skip_training
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
@@ -277,7 +278,7 @@ def test_all_estimators_share_the_decoder(data):
 def test_autoencoders_start_from_gfe_initial_decoder(data, monkeypatch):
     # A fair comparison: with one random_state, all three start from the very same
     # decoder weights (training is skipped to look at the initialisation).
-    monkeypatch.setattr("skgfe._base.run_epochs", lambda *args: True)
+    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
     X = data[0][:40]
     decoders = [
         cls(n_components=3, hidden_layer_sizes=(8,), random_state=5, **params)
@@ -299,7 +300,7 @@ def test_pca_initialised_gfe_decoder_shares_the_random_hidden_layers(data, monke
     # With the default decoder_init ('pca' for mse) GFE's decoder gets a skip path
     # (drawn after every other layer) and a zeroed output layer; its hidden layers
     # are the very weights the autoencoders' decoders start from.
-    monkeypatch.setattr("skgfe._base.run_epochs", lambda *args: True)
+    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
     X = data[0][:40]
     params = dict(n_components=3, hidden_layer_sizes=(8, 8), random_state=5)
     gfe = GradientFlowEncoder(**params).fit(X).decoder_

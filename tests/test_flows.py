@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import variant
 from scipy.integrate import solve_ivp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -157,10 +158,6 @@ def small(digits_split):
         ).fit(X_pool[:60])
     assert gfe.decoder_.skip is None
     return gfe, X_test[:10]
-
-
-def variant(gfe, **params):
-    return pickle.loads(pickle.dumps(gfe)).set_params(**params)
 
 
 BATCH_INDEPENDENT = [

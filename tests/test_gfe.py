@@ -461,7 +461,10 @@ def test_keyboard_interrupt_leaves_usable_model(digits_split, monkeypatch):
     assert np.all(np.isfinite(Z))
 
 
-def test_nan_training_loss_restores_last_good_weights(digits_split, monkeypatch):
+def test_nan_training_loss_restores_the_starting_weights(digits_split, monkeypatch):
+    # Two minibatches per epoch, so the first check comes after epoch 5: a NaN
+    # in epoch 2 comes before any measured weights, and those fit started from
+    # come back (not the weights of the epoch that produced the NaN).
     X_pool, X_test = digits_split
     gfe = small_gfe(max_iter=5, batch_size=50, early_stopping=False)
     original = GradientFlowEncoder._batch_loss
@@ -470,7 +473,7 @@ def test_nan_training_loss_restores_last_good_weights(digits_split, monkeypatch)
 
     def poisoned(self, X_batch, generator, rows=None):
         calls["n"] += 1
-        if calls["n"] == 3:  # first batch of the second epoch
+        if calls["n"] == 1:  # before the first step: the starting weights
             snapshots.append([p.detach().clone() for p in self.decoder_.parameters()])
         loss, info = original(self, X_batch, generator, rows=rows)
         if calls["n"] == 4:

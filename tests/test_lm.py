@@ -1,11 +1,11 @@
 """solver='lm': per-sample Levenberg-Marquardt for the stationary code of the flow."""
 
-import pickle
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from _helpers import variant
 from sklearn.exceptions import ConvergenceWarning
 
 import skgfe._flow.dispatch as dispatch
@@ -42,10 +42,6 @@ def fitted(digits_split):
     # The residual is trained: the decoder is no longer linear.
     assert gfe.decoder_.layers[-1].weight.abs().max() > 1e-2
     return gfe, X_test[:100]
-
-
-def variant(gfe, **params):
-    return pickle.loads(pickle.dumps(gfe)).set_params(**params)
 
 
 def autograd_loss_and_grad_norm(gfe, X, Z):

@@ -3,35 +3,51 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from skgfe._training import MIN_STEPS_PER_CHECK, epochs_per_check, run_epochs
 
 
 class ScriptedEstimator:
-    """One weight ``w``; the training loss of epoch k is ``losses[k]``.
+    """One weight ``w``; the loss of the weights after k epochs is ``losses[k]``.
 
-    Every minibatch of epoch k has the loss ``losses[k] * (1 + w - w.detach())``:
-    its value is scripted and its gradient (``losses[k]``) moves ``w`` by
-    ``-losses[k]`` under SGD(lr=1), so the weight at the end of each epoch is
-    known in closed form. With ``batch_size=1`` an epoch over ``n`` rows makes
-    ``n`` steps. ``val_losses[j]`` is the validation loss of the j-th call of
-    ``_validation_loss`` (the untrained model's first, then one per check).
+    Every minibatch of epoch k (which starts from the weights of k epochs) has
+    the loss ``losses[k] * (1 + w - w.detach())``: its value is scripted and its
+    gradient (``losses[k]``) moves ``w`` by ``-losses[k]`` under SGD(lr=1), so the
+    weight at the end of each epoch is known in closed form. With
+    ``batch_size=1`` an epoch over ``n`` rows makes ``n`` steps. A check without
+    validation measures the current weights: ``losses[n_iter_]`` (so ``losses``
+    has one entry more than the epochs run). ``val_losses[j]`` is the validation
+    loss of the j-th call of ``_validation_loss`` (the untrained model's first,
+    then one per check). ``failures`` maps an epoch to what its first minibatch
+    does instead: ``"nan"`` (a NaN loss) or ``"raise"`` (FloatingPointError).
     """
 
     def __init__(
-        self, losses, val_losses=(), tol=1e-3, n_iter_no_change=100, batch_size=None
+        self,
+        losses,
+        val_losses=(),
+        tol=1e-3,
+        n_iter_no_change=100,
+        batch_size=None,
+        failures=None,
     ):
         self.losses = list(losses)
         self.val_losses = list(val_losses)
         self.batch_size = batch_size
+        self.failures = failures or {}
         self.weight = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
         self.module = torch.nn.ParameterList([self.weight])
-        self._optimizer = torch.optim.SGD([self.weight], lr=1.0)
+        self._optimizer = self._make_optimizer()
         self.tol, self.n_iter_no_change, self.verbose = tol, n_iter_no_change, 0
         self.loss_curve_, self.validation_scores_ = [], []
         self.best_loss_, self.best_validation_score_ = np.inf, None
         self.n_iter_, self.t_, self._no_improvement_count = 0, 0, 0
-        self.validation_calls, self.rows_seen = 0, []
+        self.validation_calls, self.training_calls, self.rows_seen = 0, 0, []
+
+    def _make_optimizer(self):
+        self.optimizers_made = getattr(self, "optimizers_made", 0) + 1
+        return torch.optim.SGD([self.weight], lr=1.0)
 
     def _modules(self):
         return [self.module]
@@ -41,7 +57,10 @@ class ScriptedEstimator:
 
     def _batch_loss(self, X_batch, generator, rows=None):
         self.rows_seen.append(rows.tolist())
-        value = self.losses[self.n_iter_]
+        failure = self.failures.pop(self.n_iter_, None)
+        if failure == "raise":
+            raise FloatingPointError("not finite at the initial code")
+        value = float("nan") if failure == "nan" else self.losses[self.n_iter_]
         w = self.weight
         return value * (1 + w - w.detach()), {}
 
@@ -50,10 +69,15 @@ class ScriptedEstimator:
         self.validation_calls += 1
         return value
 
+    def _training_loss(self, X_train):
+        self.training_calls += 1
+        return self.losses[self.n_iter_]
 
-def run(est, n_rows, n_epochs, X_val=None):
+
+def run(est, n_rows, n_epochs, X_val=None, keep_best=True):
     X = torch.zeros(n_rows, 1, dtype=torch.float64)
-    return run_epochs(est, X, X_val, n_epochs, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    return run_epochs(est, X, X_val, n_epochs, generator, keep_best=keep_best)
 
 
 # Ten rows in minibatches of one: ten optimiser steps per epoch, so progress is
@@ -75,102 +99,166 @@ def test_epochs_per_check():
 
 
 def test_rows_are_a_permutation_of_the_training_samples_each_epoch():
-    est = every_epoch([1.0, 1.0])
+    est = every_epoch([1.0, 1.0, 1.0])
     run(est, 10, 2)
     assert len(est.rows_seen) == 20 and all(len(r) == 1 for r in est.rows_seen)
     for epoch in range(2):
         rows = sum(est.rows_seen[10 * epoch : 10 * (epoch + 1)], [])
         assert sorted(rows) == list(range(10))
-    est = ScriptedEstimator([1.0], batch_size=4)
+    est = ScriptedEstimator([1.0, 1.0], batch_size=4)
     run(est, 10, 1)
     assert [len(r) for r in est.rows_seen] == [4, 4, 2]
     assert sorted(sum(est.rows_seen, [])) == list(range(10))
 
 
-def test_best_epoch_weights_are_kept_when_the_loss_jumps_up():
-    losses = [3.0, 2.0, 1.0, 5.0, 6.0]
+def test_best_measured_weights_are_kept_when_the_loss_jumps_up():
+    losses = [3.0, 2.0, 1.0, 5.0, 6.0, 7.0]
     est = every_epoch(losses)
-    stopped_early = run(est, **EVERY_EPOCH, n_epochs=len(losses))
-    assert not stopped_early
-    assert est.loss_curve_ == losses
-    # End of epoch 3 (the best): w = -10 (3 + 2 + 1); the later epochs are undone.
-    assert est.weight.item() == -60.0
+    outcome = run(est, **EVERY_EPOCH, n_epochs=5)
+    assert not outcome.stopped_early and not outcome.kept_start
+    assert est.loss_curve_ == losses[:5]
+    # The starting weights and the weights after every epoch are measured.
+    assert est.training_calls == 6
+    # After epoch 2 the weights measure 1.0, the best: w = -10 * (3 + 2); the
+    # later epochs are undone. The kept weights are those whose loss is
+    # best_loss_, not one epoch further.
+    assert est.weight.item() == -50.0
     assert est.best_loss_ == 1.0
 
 
 def test_last_weights_are_kept_when_the_loss_keeps_falling():
-    losses = [3.0, 2.0, 1.0]
+    losses = [3.0, 2.0, 1.0, 0.5]
     est = every_epoch(losses)
-    run(est, **EVERY_EPOCH, n_epochs=len(losses))
-    assert est.weight.item() == -60.0
+    run(est, **EVERY_EPOCH, n_epochs=3)
+    assert est.weight.item() == -60.0 and est.best_loss_ == 0.5
+
+
+def test_starting_weights_are_kept_when_training_only_makes_them_worse():
+    losses = [1.0, 5.0, 1e10, 1e20, 1e30]
+    est = every_epoch(losses, n_iter_no_change=3)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=4)
+    assert outcome.stopped_early and outcome.kept_start
+    assert est.weight.item() == 0.0 and est.best_loss_ == 1.0
 
 
 def test_plateau_stops_training():
-    # Relative tol=0.1: epoch 2 improves on 3 by a third; epochs 3 and 4 improve
-    # on the best by less than 10% (1.9 > 0.9 * 2, 1.85 > 0.9 * 1.9), two checks
-    # without improvement, so training stops before the big drop of epoch 6.
-    losses = [3.0, 2.0, 1.9, 1.85, 1.8, 1.0]
+    # Relative tol=0.1: epoch 1 improves on 3 by a third; the next two checks
+    # improve on the best by less than 10% (1.9 > 0.9 * 2, 1.85 > 0.9 * 1.9),
+    # two checks without improvement, so training stops before the big drop.
+    losses = [3.0, 2.0, 1.9, 1.85, 1.8, 1.0, 1.0]
     est = every_epoch(losses, tol=0.1, n_iter_no_change=2)
-    stopped_early = run(est, **EVERY_EPOCH, n_epochs=len(losses))
-    assert stopped_early
-    assert est.n_iter_ == 4
+    outcome = run(est, **EVERY_EPOCH, n_epochs=6)
+    assert outcome.stopped_early
+    assert est.n_iter_ == 3
     # A small gain does not reset the plateau count but its weights are kept.
     assert est.best_loss_ == 1.85
-    assert est.weight.item() == pytest.approx(-10 * (3 + 2 + 1.9 + 1.85), abs=1e-12)
+    assert est.weight.item() == pytest.approx(-10 * (3 + 2 + 1.9), abs=1e-12)
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
 def test_plateau_test_is_relative_to_the_loss(scale):
     # The same training curve in other units stops at the same epoch.
-    losses = [scale * v for v in (3.0, 2.0, 1.9, 1.85, 1.8, 1.0)]
+    losses = [scale * v for v in (3.0, 2.0, 1.9, 1.85, 1.8, 1.0, 1.0)]
     est = every_epoch(losses, tol=0.1, n_iter_no_change=2)
-    assert run(est, **EVERY_EPOCH, n_epochs=len(losses))
-    assert est.n_iter_ == 4
+    assert run(est, **EVERY_EPOCH, n_epochs=6).stopped_early
+    assert est.n_iter_ == 3
     assert est.best_loss_ == pytest.approx(losses[3], rel=1e-12)
 
 
 def test_tol_zero_counts_only_real_improvements():
-    losses = [3.0, 2.0, 2.0, 2.0, 1.0]
+    losses = [3.0, 2.0, 2.0, 2.0, 1.0, 1.0]
     est = every_epoch(losses, tol=0.0, n_iter_no_change=3)
-    assert not run(est, **EVERY_EPOCH, n_epochs=len(losses))
+    assert not run(est, **EVERY_EPOCH, n_epochs=5).stopped_early
     assert est.n_iter_ == 5 and est.best_loss_ == 1.0
     est = every_epoch(losses, tol=0.0, n_iter_no_change=2)
-    assert run(est, **EVERY_EPOCH, n_epochs=len(losses))
-    assert est.n_iter_ == 4
+    assert run(est, **EVERY_EPOCH, n_epochs=5).stopped_early
+    assert est.n_iter_ == 3
 
 
 def test_one_step_per_epoch_checks_every_ten_epochs():
     # A single row: one optimiser step per epoch, so the loop checks every 10
-    # epochs, on the mean training loss of those epochs, and the last epoch of
-    # training is always checked.
-    losses = [5.0] * 10 + [4.0] * 10 + [6.0] * 5
+    # epochs, and the last epoch of training is always checked.
+    losses = [5.0] * 10 + [4.0] * 10 + [6.0] * 6
     est = ScriptedEstimator(losses)
-    assert not run(est, 1, len(losses))
-    assert est.n_iter_ == 25 and est.loss_curve_ == losses
+    assert not run(est, 1, 25).stopped_early
+    assert est.n_iter_ == 25 and est.loss_curve_ == losses[:25]
+    # Measured: the start, then after epochs 10, 20 and 25.
+    assert est.training_calls == 4
     assert est.best_loss_ == 4.0
-    # Weights of the end of the best window (epoch 20), one step per epoch.
-    assert est.weight.item() == -sum(losses[:20])
+    # The weights after epoch 10, the ones that measured 4.0.
+    assert est.weight.item() == -sum(losses[:10])
 
 
 def test_plateau_counts_checks_not_epochs():
-    # n_iter_no_change=2 with one step per epoch: the first check (epoch 10) sets
-    # the best, the two next ones (epochs 20 and 30) do not improve it.
-    losses = [1.0] * 100
+    # n_iter_no_change=2 with one step per epoch: the checks at epochs 10 and 20
+    # do not improve on the starting weights.
+    losses = [1.0] * 101
     est = ScriptedEstimator(losses, n_iter_no_change=2)
-    assert run(est, 1, len(losses))
-    assert est.n_iter_ == 30
+    assert run(est, 1, 100).stopped_early
+    assert est.n_iter_ == 20
 
 
-def test_noisy_single_epochs_do_not_stop_training_when_averaged():
-    # Epoch losses that zig-zag but fall on average over every window of 10
-    # epochs: a per-epoch plateau test with n_iter_no_change=2 would stop at
-    # epoch 3; the check over the windows' means does not.
+def test_partial_fit_plateaus_average_noisy_epochs_and_keep_the_weights():
+    # Without keep_best (partial_fit) a check averages the epoch losses since
+    # the previous one. Epoch losses that zig-zag but fall on average over every
+    # window of 10 epochs: a per-epoch plateau test with n_iter_no_change=2
+    # would stop at epoch 3; the check over the windows' means does not.
     noise = [0.0, 0.5] * 5
     losses = [10.0 - window + e for window in range(4) for e in noise]
     est = ScriptedEstimator(losses, tol=1e-3, n_iter_no_change=2)
-    assert not run(est, 1, len(losses))
-    assert est.n_iter_ == 40
+    outcome = run(est, 1, len(losses), keep_best=False)
+    assert not outcome.stopped_early and est.n_iter_ == 40
     assert est.best_loss_ == pytest.approx(7.25)
+    assert est.training_calls == 0  # nothing is measured
+    # No weights are restored: successive partial_fit calls see other data.
+    assert est.weight.item() == -sum(losses)
+
+
+# -------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize("failure", ["nan", "raise"])
+def test_diverging_minibatch_restores_the_best_measured_weights(failure):
+    losses = [3.0, 2.0, 1.0, 1.5, 1.2, 1.1]
+    est = every_epoch(losses, failures={4: failure})
+    with pytest.warns(ConvergenceWarning, match="best weights measured so far"):
+        outcome = run(est, **EVERY_EPOCH, n_epochs=5)
+    assert outcome.diverged and not outcome.stopped_early
+    assert est.n_iter_ == 4
+    # After epoch 2 (loss 1.0), not the weights of epoch 4 that led to the NaN.
+    assert est.weight.item() == -50.0
+    # The optimiser is rebuilt: its state has seen the overflow too.
+    assert est.optimizers_made == 2
+
+
+def test_divergence_before_any_check_restores_the_starting_weights():
+    est = ScriptedEstimator([1.0] * 30, failures={5: "nan"})
+    with pytest.warns(ConvergenceWarning, match="weights it started from"):
+        outcome = run(est, 1, 25)
+    assert outcome.diverged and outcome.kept_start
+    assert est.weight.item() == 0.0
+
+
+def test_non_finite_check_counts_as_divergence():
+    losses = [3.0, 2.0, float("inf"), 1.0]
+    est = every_epoch(losses)
+    with pytest.warns(ConvergenceWarning, match="became inf"):
+        outcome = run(est, **EVERY_EPOCH, n_epochs=3)
+    assert outcome.diverged and est.n_iter_ == 2
+    assert est.weight.item() == -30.0 and est.best_loss_ == 2.0
+
+
+def test_divergence_in_partial_fit_restores_the_weights_it_started_from():
+    est = every_epoch([1.0, 1.0], failures={0: "nan"})
+    with pytest.warns(ConvergenceWarning, match="weights it started from"):
+        assert run(est, **EVERY_EPOCH, n_epochs=1, keep_best=False).diverged
+    assert est.weight.item() == 0.0
+
+
+def test_starting_weights_with_a_non_finite_loss_are_refused():
+    est = every_epoch([float("nan"), 1.0])
+    with pytest.raises(FloatingPointError, match="starting weights"):
+        run(est, **EVERY_EPOCH, n_epochs=1)
 
 
 # ----------------------------------------------------------- early stopping
@@ -181,8 +269,8 @@ def test_validation_scores_are_kept_per_check():
     # one validation score, after the untrained model's score.
     losses = [1.0] * 25
     est = ScriptedEstimator(losses, val_losses=[9.0, 5.0, 4.0, 6.0])
-    assert not run(est, 1, len(losses), X_val=torch.zeros(1, 1))
-    assert est.validation_calls == 4
+    assert not run(est, 1, len(losses), X_val=torch.zeros(1, 1)).stopped_early
+    assert est.validation_calls == 4 and est.training_calls == 0
     assert est.validation_scores_ == [-5.0, -4.0, -6.0]
     assert est.best_validation_score_ == -4.0
     assert est.weight.item() == -20.0  # end of epoch 20, the best check
@@ -191,10 +279,8 @@ def test_validation_scores_are_kept_per_check():
 def test_untrained_model_is_kept_when_training_never_beats_it():
     losses = [1.0] * 10
     est = every_epoch(losses, val_losses=[1.0, 2.0, 3.0, 1.5, 1.0], n_iter_no_change=3)
-    stopped_early = run(
-        est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1)
-    )
-    assert stopped_early and est.n_iter_ == 3
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
+    assert outcome.stopped_early and outcome.kept_start and est.n_iter_ == 3
     assert est.validation_scores_ == [-2.0, -3.0, -1.5]
     assert est.best_validation_score_ == -1.0
     # Restored to the untrained weights.
@@ -204,7 +290,8 @@ def test_untrained_model_is_kept_when_training_never_beats_it():
 def test_best_validation_check_weights_are_kept():
     losses = [1.0, 2.0, 3.0, 4.0, 5.0]
     est = every_epoch(losses, val_losses=[5.0, 4.0, 2.0, 3.0, 2.5, 2.1])
-    assert not run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
+    assert not outcome.stopped_early and not outcome.kept_start
     assert est.best_validation_score_ == -2.0
     assert max(est.validation_scores_) == -2.0
     # The validation loss, not the training loss, decides: end of epoch 2.
@@ -217,7 +304,9 @@ def test_validation_plateau_is_relative():
     est = every_epoch(
         losses, val_losses=[3.0, 2.0, 1.9, 1.85, 1.0], tol=0.1, n_iter_no_change=2
     )
-    assert run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
+    assert run(
+        est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1)
+    ).stopped_early
     assert est.n_iter_ == 3
     assert est.best_validation_score_ == -1.85
     assert est.weight.item() == -30.0
@@ -257,3 +346,108 @@ def test_early_stopping_with_one_sample_monitors_the_training_loss(cls_name):
         model.fit(X[:2])
     assert len(model.validation_scores_) >= 1
     assert model.best_validation_score_ >= max(model.validation_scores_)
+
+
+# ------------------------------------------------- diverging and exploding fits
+
+
+def _estimator(cls_name, **params):
+    from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
+
+    cls = {
+        "GradientFlowEncoder": GradientFlowEncoder,
+        "Autoencoder": Autoencoder,
+        "VAE": VariationalAutoencoder,
+    }[cls_name]
+    return cls(n_components=4, hidden_layer_sizes=(16,), random_state=0, **params)
+
+
+ESTIMATOR_NAMES = ["GradientFlowEncoder", "Autoencoder", "VAE"]
+
+
+def _all_weights_finite(model):
+    return all(
+        torch.isfinite(p).all() for m in model._modules() for p in m.parameters()
+    )
+
+
+@pytest.mark.parametrize("cls_name", ESTIMATOR_NAMES)
+def test_diverging_fit_warns_and_leaves_a_usable_model(cls_name, digits_split):
+    # An absurd learning rate overflows float32 weights in the first steps. The
+    # fit must warn, restore weights that work, and let transform run (for GFE
+    # the flow used to raise inside fit and leave the overflowed weights).
+    import warnings
+
+    X_pool, X_test = digits_split
+    X = X_pool[:200].astype(np.float32)
+    model = _estimator(cls_name, learning_rate_init=1e30, max_iter=20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X)
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert any("training stopped" in m and "restored" in m for m in messages)
+    assert _all_weights_finite(model)
+    Z = model.transform(X_test.astype(np.float32))
+    assert np.all(np.isfinite(Z))
+    assert np.all(np.isfinite(model.inverse_transform(Z)))
+    # The restored model is the starting one or a measured one: no worse than
+    # twice the variance of the data (a NaN-producing model fails this).
+    assert -model.score(X_test) < 2 * X_test.var(axis=0).sum()
+    # And it can be trained further.
+    model.set_params(learning_rate_init=1e-3, warm_start=True, max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    assert _all_weights_finite(model)
+
+
+@pytest.mark.parametrize("cls_name", ESTIMATOR_NAMES)
+def test_exploding_loss_keeps_the_best_measured_weights(cls_name, digits_split):
+    # learning_rate_init=1e6 in float64: the loss grows by orders of magnitude
+    # without overflowing. The kept weights are the best measured ones.
+    import warnings
+
+    X_pool, X_test = digits_split
+    X = X_pool[:100]
+    for early_stopping in (True, False):
+        model = _estimator(
+            cls_name,
+            learning_rate_init=1e6,
+            max_iter=30,
+            early_stopping=early_stopping,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X)
+        X_t = model._scale(model._to_tensor(X))
+        kept = model._training_loss(X_t)
+        # (The VAE's loss overflows in its first epoch: that is the diverging
+        # case above, with the starting weights restored.)
+        assert max(model.loss_curve_, default=np.inf) > 1e6 * kept
+        # The data are scaled to unit mean variance: a model that outputs the
+        # mean scores 1; the starting models are within a few times that.
+        assert kept <= 5.0
+        Z = model.transform(X_test)
+        assert np.all(np.isfinite(Z)) and np.abs(Z).max() > 0
+
+
+@pytest.mark.parametrize("cls_name", ESTIMATOR_NAMES)
+def test_best_loss_is_the_training_loss_of_the_kept_weights(cls_name, digits_split):
+    # Without early stopping, best_loss_ used to be the mean of minibatch losses
+    # taken before each step, while the snapshot was taken after the steps: the
+    # Autoencoder at learning_rate_init=0.3 reported 1.07 for a model whose
+    # training loss was 19.4. Each check now measures the weights it keeps.
+    import warnings
+
+    X = digits_split[0][:100]
+    model = _estimator(
+        cls_name, learning_rate_init=0.3, max_iter=40, early_stopping=False
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    measured = model._training_loss(model._scale(model._to_tensor(X)))
+    # GFE measures with the warm-started training codes during the fit and from
+    # the initial codes here: stationary codes to within flow_tol either way.
+    rtol = 1e-3 if cls_name == "GradientFlowEncoder" else 1e-9
+    assert measured == pytest.approx(model.best_loss_, rel=rtol)

@@ -48,7 +48,8 @@ def _gelu_derivative(pre, post):
 _ACTIVATION_DERIVATIVES = {
     "identity": lambda pre, post: torch.ones_like(pre),
     "relu": lambda pre, post: (pre > 0).to(pre.dtype),
-    "elu": lambda pre, post: torch.where(pre > 0, torch.ones_like(pre), post + 1.0),
+    # exp(pre) = post + 1 where pre <= 0, and 1 where pre > 0 (post > 0 there).
+    "elu": lambda pre, post: post.clamp(max=0.0) + 1.0,
     "tanh": lambda pre, post: 1.0 - post * post,
     "sigmoid": lambda pre, post: post * (1.0 - post),
     "gelu": _gelu_derivative,
@@ -113,8 +114,14 @@ def _jacobian(decoder, cache, shape, dtype):
         return layer.weight.T.to(dtype)
 
     def push(t_h, layer):
-        # Tangents through a linear layer; None stands for the identity.
-        return weight_t(layer) if t_h is None else t_h @ weight_t(layer)
+        # Tangents through a linear layer; None stands for the identity. The
+        # transposed view makes torch multiply every row's tangents by its own
+        # (batched) product, whose rounding does not depend on the row's
+        # position; the first layer's weights are made contiguous instead, as
+        # broadcasting a transposed view is several times slower.
+        if t_h is None:
+            return weight_t(layer).contiguous()
+        return t_h @ weight_t(layer)
 
     def cast(t):
         return t.to(dtype).unsqueeze(-2)

@@ -2,6 +2,7 @@
 
 from ._autoencoders import Autoencoder, VariationalAutoencoder
 from ._gfe import GradientFlowEncoder
+from ._persistence import load, save
 
 __version__ = "0.1.0.dev0"
 
@@ -10,4 +11,6 @@ __all__ = [
     "GradientFlowEncoder",
     "VariationalAutoencoder",
     "__version__",
+    "load",
+    "save",
 ]

@@ -29,25 +29,99 @@ from ._losses import LOSSES
 from ._networks import ACTIVATIONS, ARCHITECTURES, make_mlp
 from ._training import OPTIMIZERS, make_optimizer, run_epochs
 
+try:  # scikit-learn >= 1.9: the callback API (set_callbacks, ProgressBar, ...)
+    from sklearn.callback import CallbackSupportMixin
+except ImportError:  # older scikit-learn: fit runs without callback hooks
+
+    class CallbackSupportMixin:
+        """Stand-in for scikit-learn's mixin where it has no callback API."""
+
+        def _init_callback_context(self, **kwargs):
+            return None
+
+
 # Rows encoded or decoded at once by transform-like methods; results do not depend
 # on it (rows are computed independently), only peak memory does.
 CHUNK_ROWS = 8192
 
 
 def resolve_device(device):
-    """Turn the ``device`` parameter into a :class:`torch.device`."""
-    if device == "auto":
+    """Turn the ``device`` parameter into an available :class:`torch.device`.
+
+    ``device`` is 'auto' (CUDA when available, else the CPU), a
+    :class:`torch.device`, or any string :class:`torch.device` parses ('cpu',
+    'cuda', 'cuda:1', 'mps', ...). Raises a ValueError when the string does not
+    parse, or when torch cannot reach the device (no CUDA, a CUDA index out of
+    range, MPS not available, ...).
+    """
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str):
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise ValueError(
+                f"device={device!r} is not a torch device ({error}). Use 'cpu', "
+                "'cuda', 'cuda:<index>', 'mps', another string torch.device "
+                "parses, or 'auto'."
+            ) from None
+    else:
         raise ValueError(
-            "device='cuda' was requested but torch finds no CUDA device. Use "
-            "device='cpu' or device='auto', or install a CUDA build of torch."
+            "device must be a string such as 'cpu', 'cuda:0' or 'auto', or a "
+            f"torch.device; got {device!r}."
         )
-    return torch.device(device)
+    _check_available(resolved, device)
+    return resolved
+
+
+def _check_available(resolved, device):
+    """Raise a ValueError unless torch can put tensors on ``resolved``."""
+    kind = resolved.type
+    if kind == "cpu":
+        return
+    if kind == "meta":
+        raise ValueError(
+            f"device={device!r} holds no data (torch's 'meta' device); use "
+            "'cpu', 'cuda' or another device with memory."
+        )
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but torch finds no CUDA device. "
+                "Use device='cpu' or device='auto', or install a CUDA build of "
+                "torch."
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device={device!r} was requested but torch finds {count} CUDA "
+                f"device(s), with indices 0 to {count - 1}."
+            )
+        return
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but the MPS backend (Apple "
+                "silicon GPUs) is not available on this machine or in this build "
+                "of torch. Use device='cpu'."
+            )
+        return
+    try:  # any other backend: can torch allocate there?
+        torch.empty(0, device=resolved)
+    except Exception as error:  # backends raise various errors
+        raise ValueError(
+            f"device={device!r} was requested but torch cannot use it: {error}"
+        ) from None
 
 
 class BaseDecoderTransformer(
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator, metaclass=ABCMeta
+    CallbackSupportMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    BaseEstimator,
+    metaclass=ABCMeta,
 ):
     """Shared machinery of the decoder-based transformers. Not for direct use."""
 
@@ -71,7 +145,9 @@ class BaseDecoderTransformer(
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
-        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        # Any string torch.device parses, or 'auto': checked (parsed, and the
+        # device available) at fit and transform time by resolve_device.
+        "device": [str, torch.device],
     }
 
     # ------------------------------------------------------------------ hooks
@@ -426,10 +502,21 @@ class BaseDecoderTransformer(
             X_val, X_t = X_t[order[:n_val]], X_t[order[n_val:]]
         if first_call:
             self._init_from_data(X_t)
+        # scikit-learn callbacks (e.g. ProgressBar) see the fit as one task with
+        # an "epoch" subtask per epoch.
+        callback_ctx = self._init_callback_context(max_subtasks=n_epochs)
+        if callback_ctx is not None:
+            callback_ctx.call_on_fit_task_begin(estimator=self, X=X)
         self._begin_training(X_t)
         try:
             outcome = run_epochs(
-                self, X_t, X_val, n_epochs, generator, keep_best=not incremental
+                self,
+                X_t,
+                X_val,
+                n_epochs,
+                generator,
+                keep_best=not incremental,
+                callback_ctx=callback_ctx,
             )
         finally:
             self._end_training()
@@ -437,6 +524,10 @@ class BaseDecoderTransformer(
             # Training never beat the initial model on the validation samples:
             # that model is kept, and initialised from all the data it is better.
             self._init_from_data(X_all)
+        if callback_ctx is not None:
+            callback_ctx.call_on_fit_task_end(
+                estimator=self, X=X, reconstruction_attributes={}
+            )
         if (
             not incremental
             and not (outcome.stopped_early or outcome.diverged)
@@ -647,7 +738,9 @@ class BaseDecoderTransformer(
 
     # ------------------------------------------------------------- pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: scikit-learn's __getstate__ may hand back the live __dict__, and
+        # pickling (or copy.copy) must not strip the optimiser from this model.
+        state = dict(super().__getstate__())
         # Store modules on the CPU so a model fitted on a GPU loads anywhere; the
         # optimiser is rebuilt on demand (it references the original parameters).
         for key, value in list(state.items()):

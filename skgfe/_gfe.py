@@ -255,8 +255,11 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         ``decoder_init``), ``fit`` warns and trains a new decoder instead, and
         :meth:`partial_fit` raises.
 
-    device : {'cpu', 'cuda', 'auto'}, default='cpu'
-        Torch device of training and encoding; 'auto' picks CUDA when available.
+    device : str or torch.device, default='cpu'
+        Torch device of training and encoding: any device string torch parses
+        ('cpu', 'cuda', 'cuda:1', 'mps', ...), a :class:`torch.device`, or
+        'auto', which picks CUDA when available. A device that does not parse or
+        that torch cannot reach raises a ValueError in ``fit`` or ``transform``.
 
     Attributes
     ----------

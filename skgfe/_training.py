@@ -62,7 +62,7 @@ def epochs_per_check(n_samples, batch_size):
 class TrainingOutcome:
     """How a call of :func:`run_epochs` ended."""
 
-    # Stopped on a plateau rather than on the epoch budget.
+    # Stopped on a plateau (or by a callback) rather than on the epoch budget.
     stopped_early: bool = False
     # The weights the call started from were never beaten, and are kept.
     kept_start: bool = False
@@ -80,7 +80,24 @@ def _monitored_loss(est, X_train, X_val):
     return est._training_loss(X_train)
 
 
-def run_epochs(estimator, X_train, X_val, n_epochs, generator, keep_best=True):
+def _fitted_modules(est):
+    """Copies of the estimator's torch modules: a snapshot for a callback."""
+    return {
+        name: copy.deepcopy(value)
+        for name, value in vars(est).items()
+        if isinstance(value, torch.nn.Module)
+    }
+
+
+def run_epochs(
+    estimator,
+    X_train,
+    X_val,
+    n_epochs,
+    generator,
+    keep_best=True,
+    callback_ctx=None,
+):
     """Train ``estimator``'s modules for up to ``n_epochs`` passes over ``X_train``.
 
     Progress is checked every :func:`epochs_per_check` epochs (every epoch once
@@ -123,6 +140,11 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator, keep_best=True):
         Draws the minibatch order (and anything random the batch loss needs).
     keep_best : bool, default=True
         Measure the weights at every check and end with the best of them.
+    callback_ctx : sklearn.callback.CallbackContext or None, default=None
+        The fit's callback context: each epoch is a subtask ("epoch") whose end
+        hook gets the epoch's loss as ``metadata={"loss": ...}`` and, if it asks
+        for one, a ``fitted_estimator`` with copies of the current modules. A
+        callback that returns True there stops training after that epoch.
 
     Returns
     -------
@@ -174,6 +196,10 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator, keep_best=True):
                 est.best_loss_ = best
         for epoch in range(n_epochs):
             start = time.perf_counter()
+            epoch_ctx = None
+            if callback_ctx is not None:
+                epoch_ctx = callback_ctx.subcontext(task_name="epoch")
+                epoch_ctx.call_on_fit_task_begin(estimator=est)
             order = torch.randperm(n_samples, generator=generator).to(X_train.device)
             total, infos = 0.0, []
             for begin in range(0, n_samples, batch_size):
@@ -245,6 +271,13 @@ def run_epochs(estimator, X_train, X_val, n_epochs, generator, keep_best=True):
                 else:
                     print(line)
 
+            if epoch_ctx is not None and epoch_ctx.call_on_fit_task_end(
+                estimator=est,
+                metadata={"loss": epoch_loss},
+                reconstruction_attributes=lambda: _fitted_modules(est),
+            ):
+                outcome.stopped_early = True
+                break
             if est._no_improvement_count >= est.n_iter_no_change:
                 outcome.stopped_early = True
                 break

@@ -1,0 +1,572 @@
+"""Saving and loading fitted estimators without pickle.
+
+A saved model is a folder of two files:
+
+- ``weights.safetensors``: the tensors of the fitted torch modules (named
+  ``decoder_.layers.0.weight`` and the like) and the ``mean_`` of the internal
+  scaling, in the safetensors format, which holds raw arrays only;
+- ``config.json``: the format version, the estimator's class name, its
+  parameters, every other fitted attribute, the dtype of the weights and the
+  SHA-256 of the weights file.
+
+Loading executes no code from the files: the class comes from a fixed table of
+skgfe's estimators, the modules are rebuilt from the recorded parameters by the
+estimator's own ``_build_modules``, and the tensors are copied in after strict
+checks of their names, shapes and dtypes.
+"""
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import sklearn
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as _load_tensors
+from safetensors.torch import save as _save_tensors
+from sklearn.utils.validation import check_is_fitted
+
+from ._autoencoders import Autoencoder, VariationalAutoencoder
+from ._gfe import GradientFlowEncoder
+
+FORMAT_NAME = "skgfe"
+# Raised when the layout changes; load refuses files written by a newer version.
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+# The only classes load instantiates: nothing is imported by name from a file.
+ESTIMATORS = {
+    cls.__name__: cls
+    for cls in (GradientFlowEncoder, Autoencoder, VariationalAutoencoder)
+}
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# Attributes that are not part of a fitted model: the optimiser (rebuilt by the
+# next partial_fit or warm start, as after unpickling), state that lives for one
+# call of fit, and scikit-learn's callbacks.
+_TRANSIENT = {
+    "_optimizer",
+    "_train_codes",
+    "_short_solves",
+    "_skl_callbacks",
+    "_skl_callbacks_to_teardown",
+    "_callback_fit_ctx",
+    "_parent_callback_ctx",
+    "_metadata_request",
+}
+
+
+def _is_int(value):
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_float(value):
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _float_list(value):
+    return isinstance(value, list) and all(_is_float(v) for v in value)
+
+
+def _optional_float(value):
+    return value is None or _is_float(value)
+
+
+def _optional_float_list(value):
+    return value is None or _float_list(value)
+
+
+def _str_dict(value):
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+# Fitted attributes kept in config.json (besides the modules, ``mean_`` and
+# ``_fit_dtype``): name -> check of the decoded JSON value. Required ones are
+# set by every fit; optional ones only by some.
+_FITTED_REQUIRED = {
+    "n_features_in_": _is_int,
+    "n_components_": _is_int,
+    "scale_": _is_float,
+    "_fitted_architecture": lambda v: isinstance(v, dict),
+    "loss_curve_": _float_list,
+    "best_loss_": _is_float,
+    "validation_scores_": _optional_float_list,
+    "best_validation_score_": _optional_float,
+    "n_iter_": _is_int,
+    "t_": _is_int,
+    "_no_improvement_count": _is_int,
+}
+_FITTED_OPTIONAL = {
+    "feature_names_in_": lambda v: (
+        isinstance(v, list) and all(isinstance(s, str) for s in v)
+    ),
+    # GradientFlowEncoder with init='random': the seed of the initial codes.
+    "_init_seed": _is_int,
+    # set_output's configuration.
+    "_sklearn_output_config": _str_dict,
+}
+# In the safetensors file, or implied by the dtype.
+_FITTED_OTHER = {"mean_", "_fit_dtype", "_dtype"}
+
+
+# ---------------------------------------------------------------- JSON values
+def _to_json(value, name):
+    """A JSON-representable copy of ``value``; raise a ValueError if there is none.
+
+    Tuples become ``{"__tuple__": [...]}`` and non-finite floats
+    ``{"__float__": "inf"}``, so that they come back as they were.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if _is_int(value):
+        return int(value)
+    if _is_float(value):
+        value = float(value)
+        return value if math.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_to_json(v, name) for v in value]}
+    if isinstance(value, list):
+        return [_to_json(v, name) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        if any(k.startswith("__") for k in value):
+            raise ValueError(f"{name} has a key starting with '__', reserved.")
+        return {k: _to_json(v, f"{name}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, np.random.RandomState):
+        raise ValueError(
+            f"{name} is a RandomState instance, whose state cannot be saved without "
+            "pickle. Set an int (or None) first, e.g. "
+            "estimator.set_params(random_state=0), then save."
+        )
+    raise ValueError(
+        f"{name}={value!r} ({type(value).__name__}) cannot be saved: only None, "
+        "bool, int, float, str and lists, tuples or dicts of them are "
+        "representable in JSON."
+    )
+
+
+def _from_json(value, name):
+    """Inverse of :func:`_to_json`."""
+    if isinstance(value, list):
+        return [_from_json(v, name) for v in value]
+    if isinstance(value, dict):
+        if "__tuple__" in value or "__float__" in value:
+            (tag, content), *rest = value.items()
+            if rest:
+                raise _corrupt(f"{name} has a malformed tagged value {value!r}")
+            if tag == "__tuple__" and isinstance(content, list):
+                return tuple(_from_json(v, name) for v in content)
+            if tag == "__float__" and content in ("inf", "-inf", "nan"):
+                return float(content)
+            raise _corrupt(f"{name} has a malformed tagged value {value!r}")
+        return {k: _from_json(v, f"{name}[{k!r}]") for k, v in value.items()}
+    return value
+
+
+def _reject_constant(constant):
+    raise ValueError(f"non-standard JSON constant {constant}")
+
+
+def _corrupt(reason):
+    return ValueError(
+        f"Cannot load the model: {reason}. The file is corrupted, "
+        "was edited, or was not written by skgfe.save."
+    )
+
+
+# ------------------------------------------------------------------------ save
+def _fitted_state(estimator):
+    """Modules (name -> module) and JSON attributes of a fitted estimator."""
+    params = estimator.get_params(deep=False)
+    known = set(_FITTED_REQUIRED) | set(_FITTED_OPTIONAL) | _FITTED_OTHER
+    modules, attributes, unknown = {}, {}, []
+    for name, value in vars(estimator).items():
+        if name in params or name in _TRANSIENT:
+            continue
+        if isinstance(value, torch.nn.Module):
+            modules[name] = value
+        elif name in _FITTED_REQUIRED or name in _FITTED_OPTIONAL:
+            if name == "feature_names_in_":
+                value = [str(s) for s in value]
+            attributes[name] = _to_json(value, name)
+        elif name not in known:
+            unknown.append(name)
+    if unknown:
+        raise ValueError(
+            f"Cannot save {type(estimator).__name__}: it has attributes that skgfe's "
+            f"format does not know, {sorted(unknown)}. Remove them (or pickle the "
+            "estimator instead)."
+        )
+    missing = sorted(set(_FITTED_REQUIRED) - set(attributes))
+    if missing:
+        raise ValueError(
+            f"Cannot save {type(estimator).__name__}: fitted attributes {missing} "
+            "are missing."
+        )
+    return modules, attributes
+
+
+def save(estimator, path):
+    """Save a fitted skgfe estimator to a folder, without pickle.
+
+    The folder receives two files: ``weights.safetensors`` (the weights of the
+    torch modules and the ``mean_`` of the internal scaling, in the
+    `safetensors <https://huggingface.co/docs/safetensors>`_ format) and
+    ``config.json`` (the class name, the parameters, the other fitted
+    attributes, a format version and the SHA-256 of the weights file). Both
+    hold data only: :func:`load` runs no code from them. Existing files of
+    these names are replaced.
+
+    Weights on a GPU are copied to the CPU; the optimiser's state is not saved
+    (as with pickle, the next ``partial_fit`` or warm-started ``fit`` starts a
+    fresh optimiser).
+
+    Parameters
+    ----------
+    estimator : GradientFlowEncoder, Autoencoder or VariationalAutoencoder
+        A fitted estimator. Its parameters must be representable in JSON:
+        ``random_state`` an int or None (not a RandomState instance).
+    path : str or path-like
+        The folder to write to; it is created if needed.
+
+    Returns
+    -------
+    path : str
+        The folder written to.
+
+    Raises
+    ------
+    TypeError
+        If ``estimator`` is not one of skgfe's estimators.
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+    ValueError
+        If a parameter or an attribute cannot be represented in JSON.
+
+    See Also
+    --------
+    load : Load a model saved by this function.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn.datasets import load_digits
+    >>> from skgfe import GradientFlowEncoder, load, save
+    >>> X = load_digits().data[:200]
+    >>> gfe = GradientFlowEncoder(n_components=4, max_iter=5, random_state=0)
+    >>> gfe = gfe.fit(X)
+    >>> folder = save(gfe, tempfile.mkdtemp())
+    >>> restored = load(folder)
+    >>> bool((restored.transform(X[:5]) == gfe.transform(X[:5])).all())
+    True
+    """
+    name = type(estimator).__name__
+    if ESTIMATORS.get(name) is not type(estimator):
+        raise TypeError(
+            f"save handles skgfe's estimators {sorted(ESTIMATORS)}, got {name}."
+        )
+    check_is_fitted(estimator)
+    params = {
+        key: _to_json(value, key)
+        for key, value in estimator.get_params(deep=False).items()
+    }
+    modules, attributes = _fitted_state(estimator)
+    dtype = str(np.dtype(estimator._fit_dtype))
+    tensors = {
+        f"{module_name}.{key}": tensor.detach().cpu().contiguous()
+        for module_name, module in modules.items()
+        for key, tensor in module.state_dict().items()
+    }
+    tensors["mean_"] = torch.from_numpy(np.ascontiguousarray(estimator.mean_))
+    data = _save_tensors(tensors, metadata={"format": "pt"})
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "estimator": name,
+        "dtype": dtype,
+        "modules": sorted(modules),
+        "params": params,
+        "fitted": attributes,
+        "weights": {
+            "file": WEIGHTS_FILE,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+        # For information only: what wrote the file.
+        "versions": {
+            "skgfe": _skgfe_version(),
+            "torch": torch.__version__,
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
+    }
+    text = json.dumps(config, indent=2, allow_nan=False)
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    # Weights first, config last: a save interrupted half-way leaves a config
+    # whose SHA-256 does not match, and load refuses it.
+    for file_name, content in ((WEIGHTS_FILE, data), (CONFIG_FILE, text.encode())):
+        target = os.path.join(path, file_name)
+        with open(target + ".tmp", "wb") as handle:
+            handle.write(content)
+        os.replace(target + ".tmp", target)
+    return path
+
+
+def _skgfe_version():
+    from . import __version__
+
+    return __version__
+
+
+# ------------------------------------------------------------------------ load
+def _read_config(path):
+    with open(os.path.join(path, CONFIG_FILE), "rb") as handle:
+        raw = handle.read()
+    try:
+        config = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError too
+        raise _corrupt(f"{CONFIG_FILE} is not valid JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        raise _corrupt(f"{CONFIG_FILE} is not an skgfe model description")
+    version = config.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise _corrupt(f"format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"The model was saved in format version {version}, newer than this "
+            f"skgfe reads (up to {FORMAT_VERSION}). Upgrade skgfe to load it."
+        )
+    for key, kind in [
+        ("estimator", str),
+        ("dtype", str),
+        ("modules", list),
+        ("params", dict),
+        ("fitted", dict),
+        ("weights", dict),
+    ]:
+        if not isinstance(config.get(key), kind):
+            raise _corrupt(f"{CONFIG_FILE} lacks a valid {key!r} entry")
+    return config
+
+
+def _read_weights(path, config):
+    weights = config["weights"]
+    if weights.get("file") != WEIGHTS_FILE or not isinstance(
+        weights.get("sha256"), str
+    ):
+        raise _corrupt(f"the 'weights' entry of {CONFIG_FILE} is malformed")
+    with open(os.path.join(path, WEIGHTS_FILE), "rb") as handle:
+        data = handle.read()
+    if hashlib.sha256(data).hexdigest() != weights["sha256"]:
+        raise _corrupt(
+            f"the SHA-256 of {WEIGHTS_FILE} does not match the one recorded in "
+            f"{CONFIG_FILE} (truncated or modified weights)"
+        )
+    try:
+        return _load_tensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise _corrupt(
+            f"{WEIGHTS_FILE} is not a valid safetensors file ({error})"
+        ) from None
+
+
+def _check_fitted(fitted):
+    """Decode and check the JSON fitted attributes."""
+    unknown = set(fitted) - set(_FITTED_REQUIRED) - set(_FITTED_OPTIONAL)
+    if unknown:
+        raise _corrupt(f"unknown fitted attributes {sorted(unknown)}")
+    missing = set(_FITTED_REQUIRED) - set(fitted)
+    if missing:
+        raise _corrupt(f"fitted attributes {sorted(missing)} are missing")
+    decoded = {}
+    for name, value in fitted.items():
+        value = _from_json(value, name)
+        check = _FITTED_REQUIRED.get(name) or _FITTED_OPTIONAL[name]
+        if not check(value):
+            raise _corrupt(f"the fitted attribute {name}={value!r} has a wrong type")
+        decoded[name] = value
+    return decoded
+
+
+def _build(cls, params, fitted, n_features, dtype, device):
+    """A new estimator with the recorded parameters and freshly built modules."""
+    try:
+        estimator = cls(**params)
+    except TypeError as error:
+        raise _corrupt(f"the parameters do not fit {cls.__name__} ({error})") from None
+    architecture = fitted["_fitted_architecture"]
+    if set(architecture) != set(estimator._architecture()):
+        raise _corrupt(
+            "_fitted_architecture names other parameters than "
+            f"{cls.__name__}'s architecture"
+        )
+    try:
+        estimator._validate_params()
+        estimator._check_params()
+        # Build the modules with the parameters they were fitted with, which
+        # set_params may have changed since (they apply at the next fit).
+        estimator.set_params(**architecture)
+        estimator._validate_params()
+        estimator._check_params()
+        if estimator._architecture() != architecture:
+            raise ValueError("_fitted_architecture is not in its resolved form")
+        generator = torch.Generator().manual_seed(0)  # overwritten by the weights
+        with torch.no_grad():
+            estimator._build_modules(n_features, generator, dtype, device)
+    except ValueError as error:  # InvalidParameterError too
+        raise _corrupt(f"invalid parameters ({error})") from None
+    estimator.set_params(**params)
+    return estimator
+
+
+def _load_modules(estimator, module_names, tensors, n_features, dtype):
+    """Copy the tensors into the estimator's modules, after strict checks."""
+    built = {
+        name: value
+        for name, value in vars(estimator).items()
+        if isinstance(value, torch.nn.Module)
+    }
+    if sorted(built) != sorted(module_names):
+        raise _corrupt(
+            f"the recorded modules {sorted(module_names)} are not those of "
+            f"{type(estimator).__name__}, {sorted(built)}"
+        )
+    expected = {
+        f"{module_name}.{key}": tensor
+        for module_name, module in built.items()
+        for key, tensor in module.state_dict().items()
+    }
+    expected["mean_"] = torch.empty(n_features, dtype=dtype, device="meta")
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise _corrupt(
+            f"the weights do not match the recorded parameters (missing tensors "
+            f"{missing}, unexpected tensors {unexpected})"
+        )
+    for key, reference in expected.items():
+        tensor = tensors[key]
+        if tensor.shape != reference.shape:
+            raise _corrupt(
+                f"tensor {key!r} has shape {tuple(tensor.shape)}, but the recorded "
+                f"parameters give {tuple(reference.shape)}"
+            )
+        if tensor.dtype != dtype:
+            raise _corrupt(
+                f"tensor {key!r} has dtype {tensor.dtype}, but the model is "
+                f"recorded as {dtype}"
+            )
+    for module_name, module in built.items():
+        prefix = module_name + "."
+        state = {
+            key[len(prefix) :]: value
+            for key, value in tensors.items()
+            if key.startswith(prefix)
+        }
+        module.load_state_dict(state, strict=True)
+
+
+def load(path, device=None):
+    """Load a model saved by :func:`save`, without pickle.
+
+    Only skgfe's own estimators are created: the class is looked up in a fixed
+    table, the networks are rebuilt from the recorded parameters, and the
+    weights are copied in after strict checks of their names, shapes and
+    dtypes. The SHA-256 of the weights file must match the one recorded. The
+    loaded model transforms, inverse-transforms and scores exactly (bit for
+    bit, on the same device) as the saved one, and can be trained further with
+    ``partial_fit`` or ``warm_start`` (with a fresh optimiser).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder :func:`save` wrote.
+    device : str, torch.device or None, default=None
+        Where to put the weights, and the ``device`` parameter of the loaded
+        estimator: None loads onto the CPU (whatever device the model was
+        trained on), else any device the estimators accept ('cuda', 'cuda:1',
+        'mps', 'auto', ...). The parameter recorded at saving time is replaced.
+
+    Returns
+    -------
+    estimator : GradientFlowEncoder, Autoencoder or VariationalAutoencoder
+        The fitted estimator.
+
+    Raises
+    ------
+    ValueError
+        If the files come from a newer format version, are corrupted or were
+        edited inconsistently (missing or unexpected tensors, wrong shapes or
+        dtypes, a weights file whose SHA-256 does not match, a class name that
+        is not one of skgfe's estimators, invalid parameters), or if ``device``
+        is not available.
+    FileNotFoundError
+        If a file is missing.
+
+    See Also
+    --------
+    save : Save a fitted estimator.
+
+    Notes
+    -----
+    The checks detect corruption and edits that make the description and the
+    weights disagree; they do not authenticate the files (whoever can edit
+    both can rewrite the checksum). Loading untrusted files is nonetheless
+    safe in the sense that no code from them runs: at worst the model computes
+    something other than the original.
+    """
+    from ._base import resolve_device
+
+    target = "cpu" if device is None else device
+    torch_device = resolve_device(target)
+    path = os.fspath(path)
+    config = _read_config(path)
+    name = config["estimator"]
+    cls = ESTIMATORS.get(name)
+    if cls is None:
+        raise _corrupt(
+            f"estimator {name!r} is not one of skgfe's estimators {sorted(ESTIMATORS)}"
+        )
+    dtype = DTYPES.get(config["dtype"])
+    if dtype is None:
+        raise _corrupt(f"dtype {config['dtype']!r} is not float32 or float64")
+    params = {k: _from_json(v, k) for k, v in config["params"].items()}
+    if "device" not in params:
+        raise _corrupt("the parameters lack 'device'")
+    params["device"] = target
+    fitted = _check_fitted(config["fitted"])
+    n_features = fitted["n_features_in_"]
+    names = fitted.get("feature_names_in_")
+    if names is not None and len(names) != n_features:
+        raise _corrupt(f"{len(names)} feature names for n_features_in_={n_features}")
+    if fitted["n_components_"] != fitted["_fitted_architecture"].get("n_components"):
+        raise _corrupt("n_components_ differs from the fitted architecture's")
+    tensors = _read_weights(path, config)
+    estimator = _build(cls, params, fitted, n_features, dtype, torch_device)
+    _load_modules(estimator, config["modules"], tensors, n_features, dtype)
+    fit_dtype = np.dtype(config["dtype"])
+    estimator.mean_ = tensors["mean_"].numpy()
+    estimator._fit_dtype = fit_dtype
+    estimator._dtype = dtype
+    for attr, value in fitted.items():
+        if attr == "feature_names_in_":
+            value = np.asarray(value, dtype=object)
+        setattr(estimator, attr, value)
+    if not math.isfinite(estimator.scale_) or estimator.scale_ <= 0:
+        raise _corrupt(f"scale_={estimator.scale_} is not a positive number")
+    estimator._optimizer = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_is_fitted(estimator)
+    return estimator

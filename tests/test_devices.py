@@ -1,0 +1,100 @@
+"""The ``device`` parameter: any torch device string, checked at fit and transform."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
+from skgfe._base import resolve_device
+
+ESTIMATORS = [GradientFlowEncoder, Autoencoder, VariationalAutoencoder]
+
+
+@pytest.fixture(autouse=True)
+def _ignore_convergence_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+@pytest.fixture(scope="module")
+def X(digits_split):
+    return digits_split[0][:60]
+
+
+def small(cls=GradientFlowEncoder, **params):
+    defaults = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+    return cls(**{**defaults, **params})
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "gpu", "", "cpu:-1:2", "cuda:0:1"])
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_unparseable_device_fails_at_fit_not_init(cls, device, X):
+    model = small(cls, device=device)  # no error yet (scikit-learn convention)
+    assert model.get_params()["device"] == device
+    with pytest.raises(ValueError, match="is not a torch device"):
+        model.fit(X)
+
+
+def test_wrong_type_is_a_parameter_error(X):
+    with pytest.raises(ValueError, match="'device' parameter"):
+        small(device=0).fit(X)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="two CUDA devices")
+def test_cuda_index_out_of_range_is_a_clear_error(X):
+    message = "finds no CUDA device" if not torch.cuda.is_available() else "CUDA device"
+    with pytest.raises(ValueError, match=f"device='cuda:1'.*{message}"):
+        small(device="cuda:1").fit(X)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available")
+def test_unavailable_mps_is_a_clear_error(X):
+    with pytest.raises(ValueError, match="device='mps'.*MPS backend"):
+        small(device="mps").fit(X)
+
+
+def test_meta_device_is_refused(X):
+    with pytest.raises(ValueError, match="holds no data"):
+        small(device="meta").fit(X)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_unavailable_device_at_transform_is_a_clear_error(cls, X):
+    model = small(cls).fit(X)
+    model.set_params(device="cuda:7" if torch.cuda.device_count() < 8 else "meta")
+    with pytest.raises(ValueError, match="device="):
+        model.transform(X)
+    with pytest.raises(ValueError, match="device="):
+        model.inverse_transform(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu:0", torch.device("cpu")])
+def test_cpu_spellings_give_the_same_model(device, X):
+    reference = small().fit(X).transform(X)
+    model = small(device=device).fit(X)
+    assert next(model.decoder_.parameters()).device.type == "cpu"
+    np.testing.assert_array_equal(model.transform(X), reference)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu", 0)) == torch.device("cpu", 0)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="not a torch device"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="must be a string"):
+        resolve_device(3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda", 0)])
+def test_cuda_spellings_work(device, X):
+    model = small(device=device).fit(X)
+    assert next(model.decoder_.parameters()).device.type == "cuda"
+    assert model.transform(X).shape == (len(X), 2)

@@ -24,12 +24,8 @@ SMALL = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _ignore_convergence_warnings():
-    # Few epochs on purpose: reaching max_iter is expected here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
+# Few epochs on purpose: reaching max_iter is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 @pytest.fixture(scope="module")

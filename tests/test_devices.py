@@ -1,11 +1,8 @@
 """The ``device`` parameter: any torch device string, checked at fit and transform."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
 from skgfe._base import resolve_device
@@ -13,11 +10,8 @@ from skgfe._base import resolve_device
 ESTIMATORS = [GradientFlowEncoder, Autoencoder, VariationalAutoencoder]
 
 
-@pytest.fixture(autouse=True)
-def _ignore_convergence_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
+# Few epochs on purpose: reaching max_iter is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,8 @@ from skgfe._persistence import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE
 ESTIMATORS = [GradientFlowEncoder, Autoencoder, VariationalAutoencoder]
 
 
-@pytest.fixture(autouse=True)
-def _ignore_convergence_warnings():
-    # Few epochs on purpose: reaching max_iter is expected here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
+# Few epochs on purpose: reaching max_iter is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 def small(cls, **params):

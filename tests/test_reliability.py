@@ -44,12 +44,8 @@ def change_id(case):
     return "-".join([cls.__name__, *map(str, fit_params.values()), *change])
 
 
-@pytest.fixture(autouse=True)
-def _ignore_convergence_warnings():
-    # A few epochs on purpose: reaching max_iter is expected here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
+# Few epochs on purpose: reaching max_iter is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from ._flow import (
     INITS,
     SOLVERS,
     STATUS_NAMES,
+    TORCHODE_SOLVERS,
     initial_codes,
     linear_path_codes,
     run_flow,
@@ -115,11 +116,15 @@ class GradientFlowEncoder(BaseDecoderTransformer):
           'fehlberg2', 'adaptive_heun': error control with ``rtol`` and
           ``atol``, steps up to ``max_step_size``. Their codes depend on the
           batch within the tolerance (see Notes).
+        - torchode adaptive solvers, 'torchode-dopri5', 'torchode-tsit5'
+          (optional dependency: ``pip install skgfe[torchode]``): the same error
+          control, but every sample takes its own steps, so its code does not
+          depend on its batch mates. Not for ``training='adjoint'``.
 
-        With torchdiffeq's solvers the convergence of each sample is checked
-        every 10 grid steps (fixed grid) or at the times ``step_size * 1.5**k``
-        (adaptive), and a sample stops at the first check where its gradient
-        norm is at most ``flow_tol``.
+        With torchdiffeq's and torchode's solvers the convergence of each sample
+        is checked every 10 grid steps (fixed grid) or at the times
+        ``step_size * 1.5**k`` (adaptive), and a sample stops at the first
+        check where its gradient norm is at most ``flow_tol``.
 
     training : {'approximate', 'adjoint'}, default='approximate'
         Gradient of the training loss with respect to the decoder weights.
@@ -177,10 +182,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         Largest step of 'amd' and of the adaptive solvers.
 
     rtol : float, default=1e-4
-        Relative tolerance of torchdiffeq's adaptive solvers.
+        Relative tolerance of the adaptive torchdiffeq and torchode solvers.
 
     atol : float, default=1e-6
-        Absolute tolerance of torchdiffeq's adaptive solvers.
+        Absolute tolerance of the adaptive torchdiffeq and torchode solvers.
 
     flow_tol : float, default=1e-3
         A sample's flow stops once the norm of the gradient of its loss with
@@ -331,8 +336,14 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     code is determined only to about ``flow_tol`` divided by the smallest
     curvature of its loss anyway. 'amd' and the fixed-grid solvers give the
     same codes (to 1e-7, in practice to the last bits) whatever the batch;
-    scikit-learn's invariance checks are expected to fail for adaptive solvers
-    only.
+    scikit-learn's invariance checks are expected to fail for torchdiffeq's
+    adaptive solvers only. torchode's solvers ('torchode-dopri5',
+    'torchode-tsit5') keep a step size, error norm and stopping time per sample,
+    so they give the same codes whatever the batch, with error control, and
+    pass these checks; they are not differentiable. On 200 digits (trained
+    default GFE with ``hidden_layer_sizes=(32,)``, ``flow_tol=1e-3``) they used
+    601 evaluations per sample against 644 for 'dopri5' and transformed in
+    0.92 s against 1.37 s.
 
     **Second-order flow.** With 'amd' it needs markedly fewer decoder
     evaluations than the gradient flow (3 to 4 times fewer in the benchmark at
@@ -479,6 +490,12 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 "training='adjoint' differentiates through the flow, which "
                 "solver='lm' does not integrate; use solver='amd' (or a torchdiffeq "
                 "solver) with training='adjoint'."
+            )
+        if self.solver in TORCHODE_SOLVERS and self.training == "adjoint":
+            raise ValueError(
+                f"training='adjoint' differentiates through the flow, and "
+                f"solver={self.solver!r} is not differentiable; use solver='amd' "
+                "(or a torchdiffeq solver) with training='adjoint'."
             )
 
     def _build_modules(self, n_features, generator, dtype, device):
@@ -780,7 +797,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             "stalled": stalled,
             "diverged": (
                 "lower rtol and atol"
-                if self.solver in ADAPTIVE_SOLVERS
+                if self.solver in ADAPTIVE_SOLVERS or self.solver in TORCHODE_SOLVERS
                 else "lower step_size, or use solver='amd'"
             ),
         }

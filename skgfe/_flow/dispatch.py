@@ -6,11 +6,12 @@ from .lm import lm_solve
 from .objective import ReconstructionObjective
 from .result import concatenate_results
 from .torchdiffeq_solvers import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, odeint_flow
+from .torchode_solvers import TORCHODE_SOLVERS, torchode_flow
 
 FLOWS = {"gradient": GradientField, "nesterov": NesterovField}
 # Rows solved at once by 'lm' (each carries a Jacobian of n_components x n_features).
 LM_CHUNK_ROWS = 1024
-SOLVERS = ("lm", "amd", *FIXED_GRID_SOLVERS, *ADAPTIVE_SOLVERS)
+SOLVERS = ("lm", "amd", *FIXED_GRID_SOLVERS, *ADAPTIVE_SOLVERS, *TORCHODE_SOLVERS)
 
 
 def run_flow(
@@ -36,7 +37,8 @@ def run_flow(
     ``differentiable=True`` returns codes whose graph reaches the decoder's
     parameters: backpropagation through the unrolled accepted steps for 'amd',
     ``odeint_adjoint`` for torchdiffeq's solvers. 'lm' solves for the point where
-    either flow ends (a stationary code) and is never differentiable;
+    either flow ends (a stationary code) and is never differentiable, nor are
+    torchode's solvers ('torchode-dopri5', 'torchode-tsit5');
     ``max_evals`` caps its evaluations per sample (other solvers ignore it).
     """
     if flow not in FLOWS:
@@ -74,6 +76,24 @@ def run_flow(
             tol=tol,
             max_steps=max_steps,
             differentiable=differentiable,
+        )
+    if solver in TORCHODE_SOLVERS:
+        if differentiable:
+            raise ValueError(
+                f"solver={solver!r} is not differentiable: use solver='amd' or a "
+                "torchdiffeq solver for adjoint training."
+            )
+        return torchode_flow(
+            FLOWS[flow](decoder, loss, X),
+            z0,
+            method=solver,
+            t_end=t_end,
+            step_size=step_size,
+            max_step_size=max_step_size,
+            rtol=rtol,
+            atol=atol,
+            tol=tol,
+            max_steps=max_steps,
         )
     return odeint_flow(
         FLOWS[flow](decoder, loss, X),

@@ -109,6 +109,30 @@ def _integrate(field, y0, times, *, method, adaptive, adjoint, options, rtol, at
     return solution[-1]
 
 
+def start_flow(field, z0, tol):
+    """The state every integrated flow starts from.
+
+    Returns the objective that checks convergence, the codes (a copy of ``z0``),
+    the zero velocity of the second-order flow (None for the gradient flow), the
+    losses and gradient norms at ``z0`` (which must be finite), and per-sample
+    flow times, step and evaluation counters and statuses (CONVERGED where
+    ``z0`` is already stationary).
+    """
+    n_samples, device = z0.shape[0], z0.device
+    objective = ReconstructionObjective(field.decoder, field.loss, field.X)
+    z = z0.detach().clone()
+    m = torch.zeros_like(z) if isinstance(field, NesterovField) else None
+    loss, grad = objective(z)
+    require_finite_start(loss, grad)
+    grad_norm = torch.linalg.vector_norm(grad, dim=1)
+    t_reached = torch.zeros(n_samples, dtype=z.dtype, device=device)
+    n_steps = torch.zeros(n_samples, dtype=torch.long, device=device)
+    n_evals = torch.ones(n_samples, dtype=torch.long, device=device)
+    status = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
+    status[grad_norm <= tol] = CONVERGED
+    return objective, z, m, loss, grad_norm, t_reached, n_steps, n_evals, status
+
+
 def odeint_flow(
     field,
     z0,
@@ -159,20 +183,10 @@ def odeint_flow(
     if not adaptive and method not in FIXED_GRID_SOLVERS:
         raise ValueError(f"Unknown torchdiffeq solver {method!r}.")
     momentum = isinstance(field, NesterovField)
-    n_samples = z0.shape[0]
-    device = z0.device
-    check = ReconstructionObjective(field.decoder, field.loss, field.X)
-    z = z0.detach().clone()
-    m = torch.zeros_like(z) if momentum else None
-    loss, grad = check(z)
-    require_finite_start(loss, grad)
-    grad_norm = torch.linalg.vector_norm(grad, dim=1)
+    (check, z, m, loss, grad_norm, t_reached, n_steps, n_evals, status) = start_flow(
+        field, z0, tol
+    )
     start_loss = loss.clone()
-    t_reached = torch.zeros(n_samples, dtype=z.dtype, device=device)
-    n_steps = torch.zeros(n_samples, dtype=torch.long, device=device)
-    n_evals = torch.ones(n_samples, dtype=torch.long, device=device)
-    status = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
-    status[grad_norm <= tol] = CONVERGED
 
     if adaptive:
         segments, end_status = _adaptive_segments(

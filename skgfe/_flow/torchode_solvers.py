@@ -23,16 +23,14 @@ it gets alone. The flows are not differentiated through (inference only).
 import torch
 
 from .fields import NESTEROV_EPS, NesterovField
-from .objective import ReconstructionObjective
 from .result import (
     CONVERGED,
     DIVERGED,
     MAX_STEPS,
     RUNNING,
     FlowResult,
-    require_finite_start,
 )
-from .torchdiffeq_solvers import ENERGY_SLACK, _adaptive_segments
+from .torchdiffeq_solvers import ENERGY_SLACK, _adaptive_segments, start_flow
 
 # torchode's adaptive step methods, by the name skgfe gives them.
 TORCHODE_SOLVERS = {"torchode-dopri5": "Dopri5", "torchode-tsit5": "Tsit5"}
@@ -161,18 +159,10 @@ def torchode_flow(
     momentum = isinstance(field, NesterovField)
     n_samples, d = z0.shape
     device = z0.device
-    objective = ReconstructionObjective(field.decoder, field.loss, field.X)
-    z = z0.detach().clone()
-    m = torch.zeros_like(z) if momentum else None
-    loss, grad = objective(z)
-    require_finite_start(loss, grad)
-    grad_norm = torch.linalg.vector_norm(grad, dim=1)
+    (objective, z, m, loss, grad_norm, t_reached, n_steps, n_evals, status) = (
+        start_flow(field, z0, tol)
+    )
     start_loss = loss.clone()
-    t_reached = torch.zeros(n_samples, dtype=z.dtype, device=device)
-    n_steps = torch.zeros(n_samples, dtype=torch.long, device=device)
-    n_evals = torch.ones(n_samples, dtype=torch.long, device=device)
-    status = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
-    status[grad_norm <= tol] = CONVERGED
     dt_last = torch.full((n_samples,), float("nan"), dtype=torch.float64)
     dt_last = dt_last.to(device)
 

@@ -3,12 +3,14 @@
 from ._autoencoders import Autoencoder, VariationalAutoencoder
 from ._gfe import GradientFlowEncoder
 from ._persistence import load, save
+from ._vae_dlm import VAEDLMRegressor
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Autoencoder",
     "GradientFlowEncoder",
+    "VAEDLMRegressor",
     "VariationalAutoencoder",
     "__version__",
     "load",

@@ -116,7 +116,27 @@ def _check_available(resolved, device):
         ) from None
 
 
+class TorchStatePickleMixin:
+    """Pickling of an estimator that holds torch modules and an optimiser.
+
+    The modules are stored on the CPU, so that a model fitted on a GPU loads
+    anywhere; the optimiser is dropped (it references the original parameters)
+    and rebuilt on demand.
+    """
+
+    def __getstate__(self):
+        # A copy: scikit-learn's __getstate__ may hand back the live __dict__, and
+        # pickling (or copy.copy) must not strip the optimiser from this model.
+        state = dict(super().__getstate__())
+        for key, value in list(state.items()):
+            if isinstance(value, torch.nn.Module):
+                state[key] = copy.deepcopy(value).cpu()
+        state.pop("_optimizer", None)
+        return state
+
+
 class BaseDecoderTransformer(
+    TorchStatePickleMixin,
     CallbackSupportMixin,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
@@ -735,19 +755,6 @@ class BaseDecoderTransformer(
     @property
     def _n_features_out(self):
         return self.n_components_
-
-    # ------------------------------------------------------------- pickling
-    def __getstate__(self):
-        # A copy: scikit-learn's __getstate__ may hand back the live __dict__, and
-        # pickling (or copy.copy) must not strip the optimiser from this model.
-        state = dict(super().__getstate__())
-        # Store modules on the CPU so a model fitted on a GPU loads anywhere; the
-        # optimiser is rebuilt on demand (it references the original parameters).
-        for key, value in list(state.items()):
-            if isinstance(value, torch.nn.Module):
-                state[key] = copy.deepcopy(value).cpu()
-        state.pop("_optimizer", None)
-        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

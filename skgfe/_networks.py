@@ -171,6 +171,14 @@ class ModifiedMLP(MLP):
     generator : torch.Generator, optional
         Source of randomness for the initial weights.
     dtype, device : torch dtype and device of the parameters.
+    skip : bool, default=False
+        Add an affine map from the input straight to the output, as in
+        :class:`MLP`.
+    gate_first_layer : bool, default=True
+        Gate the first hidden layer too (``H_1 = (1 - Z_1) * U + Z_1 * V``), as
+        the reference implementation does. With False the first hidden layer is
+        plain, ``H_1 = act(x W_1 + b_1)``, and the gates enter from the second
+        hidden layer on (the variant of the VAE-DLM author's code).
 
     Notes
     -----
@@ -185,6 +193,9 @@ class ModifiedMLP(MLP):
     Computing 43(5), 2021.
     """
 
+    # Class default, so that a network pickled before the flag existed still loads.
+    gate_first_layer = True
+
     def __init__(
         self,
         layer_sizes,
@@ -194,7 +205,9 @@ class ModifiedMLP(MLP):
         dtype=None,
         device=None,
         skip=False,
+        gate_first_layer=True,
     ):
+        self.gate_first_layer = bool(gate_first_layer)
         hidden = tuple(int(s) for s in layer_sizes[1:-1])
         if len(set(hidden)) > 1:
             raise ValueError(
@@ -229,7 +242,7 @@ class ModifiedMLP(MLP):
             h = _affine(h, layer)
             if i < last:
                 z = self.act(h)
-                h = (1 - z) * u + z * v
+                h = (1 - z) * u + z * v if i or self.gate_first_layer else z
         return self._add_skip(_unpad(h, n_rows), x)
 
 

@@ -127,11 +127,13 @@ def run_epochs(
         Provides ``_modules()``, ``_optimizer``, ``_make_optimizer()``,
         ``_batch_loss(X_batch, generator, rows=rows)`` returning
         ``(mean loss tensor, info dict)``, ``_validation_loss(X)`` and
-        ``_training_loss(X)``. Its ``loss_curve_``, ``validation_scores_``,
-        ``best_loss_``, ``best_validation_score_``, ``n_iter_``, ``t_`` and
-        ``_no_improvement_count`` are updated in place.
-    X_train : torch.Tensor of shape (n_samples, n_features)
-        Scaled training samples.
+        ``_training_loss(X)``; optionally ``_clip_gradients()``, called between
+        the backward pass and the optimiser step. Its ``loss_curve_``,
+        ``validation_scores_``, ``best_loss_``, ``best_validation_score_``,
+        ``n_iter_``, ``t_`` and ``_no_improvement_count`` are updated in place.
+    X_train : torch.Tensor of shape (n_samples, ...)
+        Scaled training samples (or indices the estimator's ``_batch_loss``
+        resolves into its own stored data).
     X_val : torch.Tensor or None
         Scaled validation samples for early stopping, or None.
     n_epochs : int
@@ -213,6 +215,9 @@ def run_epochs(
                 if not torch.isfinite(loss):
                     return diverge(loss.item(), "The training loss")
                 loss.backward()
+                clip_gradients = getattr(est, "_clip_gradients", None)
+                if clip_gradients is not None:
+                    clip_gradients()
                 est._optimizer.step()
                 total += loss.item() * X_batch.shape[0]
                 infos.append(info)

@@ -67,6 +67,8 @@ def supports_explicit_derivatives(decoder, loss):
         return False
     if type(decoder) not in (MLP, ModifiedMLP):
         return False
+    if not getattr(decoder, "gate_first_layer", True):
+        return False
     exact_gelu = getattr(decoder.act, "approximate", "none") == "none"
     return exact_gelu and decoder.activation in _ACTIVATION_DERIVATIVES
 

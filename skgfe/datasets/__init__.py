@@ -7,7 +7,14 @@ with the true generating parameters, to benchmark dimensionality reducers.
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+from ._burgers import make_burgers, solve_burgers, trajectories_to_rows
 from ._pde import make_reaction_diffusion
 from ._spectra import make_spectra
 
-__all__ = ["make_reaction_diffusion", "make_spectra"]
+__all__ = [
+    "make_burgers",
+    "make_reaction_diffusion",
+    "make_spectra",
+    "solve_burgers",
+    "trajectories_to_rows",
+]

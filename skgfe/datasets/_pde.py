@@ -19,15 +19,17 @@ _MAX_DT = 0.01
 _N_CONTOUR = 64
 
 
-def _etdrk4_coefficients(lin, dt):
+def _etdrk4_coefficients(lin, dt, n_contour=_N_CONTOUR):
     """ETDRK4 coefficients of Kassam & Trefethen (2005) for the diagonal ``lin``.
 
-    The phi-functions are evaluated by a contour integral in the complex
-    plane, which avoids the cancellation errors of the explicit formulas
-    for small ``dt * lin``.
+    The phi-functions are evaluated by a contour integral over ``n_contour``
+    points of the unit circle centred on each ``dt * lin`` in the complex
+    plane, which avoids the cancellation errors of the explicit formulas for
+    small ``dt * lin``. ``lin`` must be real (the returned coefficients are).
+    Returns ``(e, e2, q, f1, f2, f3)``, the arguments of :func:`_etdrk4_steps`.
     """
     hl = dt * lin
-    roots = np.exp(1j * np.pi * (np.arange(1, _N_CONTOUR + 1) - 0.5) / _N_CONTOUR)
+    roots = np.exp(1j * np.pi * (np.arange(1, n_contour + 1) - 0.5) / n_contour)
     lr = hl[:, None] + roots[None, :]
     exp_lr = np.exp(lr)
     q = dt * np.mean((np.exp(lr / 2) - 1) / lr, axis=1).real
@@ -35,6 +37,27 @@ def _etdrk4_coefficients(lin, dt):
     f2 = dt * np.mean((2 + lr + exp_lr * (lr - 2)) / lr**3, axis=1).real
     f3 = dt * np.mean((-4 - 3 * lr - lr**2 + exp_lr * (4 - lr)) / lr**3, axis=1).real
     return np.exp(hl), np.exp(hl / 2), q, f1, f2, f3
+
+
+def _etdrk4_steps(v, nonlinear, coefficients, n_steps):
+    """Take ``n_steps`` ETDRK4 steps of ``dv/dt = lin * v + nonlinear(v)``.
+
+    ``v`` holds the Fourier coefficients (one row per sample), ``nonlinear``
+    maps such an array to the Fourier coefficients of the nonlinear term, and
+    ``coefficients`` is the output of :func:`_etdrk4_coefficients` for the
+    diagonal linear part ``lin`` and the step ``dt``. Returns the new ``v``.
+    """
+    e, e2, q, f1, f2, f3 = coefficients
+    for _ in range(n_steps):
+        nv = nonlinear(v)
+        a = e2 * v + q * nv
+        na = nonlinear(a)
+        b = e2 * v + q * na
+        nb = nonlinear(b)
+        c = e2 * a + q * (2 * nb - nv)
+        nc = nonlinear(c)
+        v = e * v + f1 * nv + 2 * f2 * (na + nb) + f3 * nc
+    return v
 
 
 def _solve_fisher_kpp(u0, t_final, diffusivity, reaction):
@@ -50,7 +73,7 @@ def _solve_fisher_kpp(u0, t_final, diffusivity, reaction):
     dt = t_final / n_steps
     k = 2 * np.pi * np.fft.rfftfreq(n_features, d=1.0 / n_features)
     lin = -diffusivity * k**2
-    e, e2, q, f1, f2, f3 = _etdrk4_coefficients(lin, dt)
+    coefficients = _etdrk4_coefficients(lin, dt)
 
     v = np.fft.rfft(u0, axis=1)
     if reaction == 0:
@@ -61,15 +84,7 @@ def _solve_fisher_kpp(u0, t_final, diffusivity, reaction):
         u = np.fft.irfft(v_hat, n=n_features, axis=1)
         return np.fft.rfft(reaction * u * (1.0 - u), axis=1)
 
-    for _ in range(n_steps):
-        nv = nonlinear(v)
-        a = e2 * v + q * nv
-        na = nonlinear(a)
-        b = e2 * v + q * na
-        nb = nonlinear(b)
-        c = e2 * a + q * (2 * nb - nv)
-        nc = nonlinear(c)
-        v = e * v + f1 * nv + 2 * f2 * (na + nb) + f3 * nc
+    v = _etdrk4_steps(v, nonlinear, coefficients, n_steps)
     return np.fft.irfft(v, n=n_features, axis=1)
 
 

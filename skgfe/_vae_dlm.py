@@ -754,9 +754,7 @@ default='gelu'
     # ------------------------------------------------------------- inference
     def _check_ready(self, X):
         check_is_fitted(self)
-        X = validate_data(
-            self, X, reset=False, dtype=[np.float64, np.float32], ensure_min_features=2
-        )
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         self._ensure_on_device()
         return X
 

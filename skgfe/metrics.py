@@ -83,12 +83,8 @@ def relative_l1_error(y_true, y_pred, *, sample_weight=None, per_sample=False):
     >>> relative_l1_error(y_true, y_pred, sample_weight=[1.0, 0.0])
     0.25
     """
-    y_true = check_array(
-        y_true, ensure_2d=False, dtype=np.float64, input_name="y_true"
-    )
-    y_pred = check_array(
-        y_pred, ensure_2d=False, dtype=np.float64, input_name="y_pred"
-    )
+    y_true = check_array(y_true, ensure_2d=False, dtype=np.float64, input_name="y_true")
+    y_pred = check_array(y_pred, ensure_2d=False, dtype=np.float64, input_name="y_pred")
     check_consistent_length(y_true, y_pred, sample_weight)
     if y_true.ndim > 2 or y_true.shape != y_pred.shape:
         raise ValueError(

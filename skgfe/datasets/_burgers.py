@@ -355,9 +355,7 @@ def make_burgers(
             f"alpha_range must be a pair (low, high) with low < high; "
             f"got {alpha_range!r}."
         )
-    _check_positive_finite(
-        t_final=t_final, viscosity=viscosity, time_step=time_step
-    )
+    _check_positive_finite(t_final=t_final, viscosity=viscosity, time_step=time_step)
     rng = check_random_state(random_state)
     x = np.arange(n_features) / n_features
     alpha = rng.uniform(bounds[0], bounds[1], size=(n_samples, len(_POWERS)))
@@ -414,6 +412,10 @@ def trajectories_to_rows(u0, Y, times):
         The trajectory index of each row, for group-aware splitters such as
         :class:`~sklearn.model_selection.GroupKFold`, so that no trajectory
         is split between training and test sets.
+
+    See Also
+    --------
+    make_burgers : Trajectories of the viscous Burgers equation.
 
     Notes
     -----

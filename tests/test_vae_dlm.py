@@ -245,7 +245,8 @@ def test_derivative_modes_train_the_same_model():
     X, y, *_ = toy_trajectories(n=12)
     forward = tiny(max_iter=2).fit(X, y)
     reverse = tiny(max_iter=2, derivative_mode="reverse").fit(X, y)
-    np.testing.assert_allclose(forward.predict(X), reverse.predict(X), atol=1e-9)
+    # float32 networks: the modes round differently, by about 1e-7.
+    np.testing.assert_allclose(forward.predict(X), reverse.predict(X), atol=1e-4)
 
 
 def test_reproducible_and_seed_dependent():
@@ -312,7 +313,7 @@ def test_time_is_normalised_to_the_training_range():
     shifted[:, -1] = 100.0 + 50.0 * X[:, -1]
     a, b = tiny().fit(X, y), tiny().fit(shifted, y)
     assert (b.t_min_, b.t_scale_) == (100.0, 50.0)
-    np.testing.assert_allclose(a.predict(X), b.predict(shifted), rtol=1e-10)
+    np.testing.assert_allclose(a.predict(X), b.predict(shifted), rtol=1e-6)
 
 
 def test_one_dimensional_y_gives_one_dimensional_predictions():
@@ -356,7 +357,9 @@ def test_pickle_round_trip_and_warm_start():
     assert hasattr(model, "_optimizer") and not hasattr(restored, "_optimizer")
     restored.set_params(warm_start=True, max_iter=2).fit(X, y)
     assert restored.n_iter_ == model.n_iter_ + 2
-    assert not np.allclose(model.predict(X), restored.predict(X))
+    assert len(restored.loss_curve_) == len(model.loss_curve_) + 2
+    # It continued from the fitted weights, which stay the first candidate.
+    assert restored.best_validation_score_ >= model.best_validation_score_
 
 
 def test_group_kfold_grid_search():
@@ -368,11 +371,15 @@ def test_group_kfold_grid_search():
     assert np.isfinite(search.best_score_)
 
 
-def test_float32_data_give_float32_predictions():
+def test_networks_compute_in_float32_and_predict_in_the_dtype_of_x():
     X, y, *_ = toy_trajectories()
     model = tiny().fit(X.astype(np.float32), y.astype(np.float32))
     assert model.predict(X.astype(np.float32)).dtype == np.float32
+    assert model.predict(X).dtype == np.float64
     assert model.decoder_.layers[0].weight.dtype == torch.float32
+    # float64 data train the same float32 networks.
+    same = tiny().fit(X, y)
+    np.testing.assert_allclose(same.predict(X), model.predict(X), rtol=1e-4, atol=1e-5)
 
 
 def cheap_regressors():

@@ -20,14 +20,13 @@ with bootstrap intervals. Writes ``vae_dlm.md`` (``vae_dlm_quick.md`` with
 
 Usage::
 
-    python benchmarks/bench_vae_dlm.py            # full run, 3 seeds (~12-15 min)
+    python benchmarks/bench_vae_dlm.py            # full run, 3 seeds (~8 min)
     python benchmarks/bench_vae_dlm.py --quick    # smoke run for CI (< 1 min)
 
 ``--threads`` sets torch's thread count (default 2; 1 with ``--quick``). The full
-run takes about 12-15 minutes on 2 threads (per seed, measured: VAE about
-45 s, VAE + modified MLP about 40 s, VAE-DLM about 145 s, plus data generation).
-``--quick`` (1 seed, tiny data and networks, 5 epochs) checks that the script runs,
-not the claim.
+run took 7.7 minutes on 2 threads (per seed: VAE about 21 s, VAE + modified MLP
+about 25 s, VAE-DLM about 104 s, plus data generation). ``--quick`` (1 seed, tiny
+data and networks, 5 epochs) checks that the script runs, not the claim.
 """
 
 import argparse

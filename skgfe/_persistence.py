@@ -274,7 +274,8 @@ def save(estimator, path):
     name = type(estimator).__name__
     if ESTIMATORS.get(name) is not type(estimator):
         raise TypeError(
-            f"save handles skgfe's estimators {sorted(ESTIMATORS)}, got {name}."
+            f"save handles skgfe's estimators {sorted(ESTIMATORS)}, got {name}; "
+            "pickle it instead (VAEDLMRegressor has no safetensors format yet)."
         )
     check_is_fitted(estimator)
     params = {

@@ -416,3 +416,34 @@ def test_sklearn_compatible_estimator(estimator, check):
 )
 def test_extra_checks(check):
     check("VAEDLMRegressor", clone(cheap_regressors()[0]))
+
+
+def test_unparseable_device_fails_at_fit_not_init():
+    X, y, *_ = toy_trajectories(n=6)
+    model = tiny(device="gpu")
+    with pytest.raises(ValueError, match="is not a torch device"):
+        model.fit(X, y)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_matches_the_cpu_and_pickles_to_the_cpu():
+    X, y, *_ = toy_trajectories()
+    cpu = tiny().fit(X, y)
+    cuda = tiny(device="cuda").fit(X, y)
+    assert next(cuda.decoder_.parameters()).device.type == "cuda"
+    # Same seeds and data; kernels round differently on the two devices.
+    np.testing.assert_allclose(cuda.predict(X), cpu.predict(X), atol=1e-3)
+    restored = pickle.loads(pickle.dumps(cuda))
+    assert next(restored.__dict__["decoder_"].parameters()).device.type == "cpu"
+    np.testing.assert_allclose(
+        restored.set_params(device="cpu").predict(X), cuda.predict(X), atol=1e-5
+    )
+
+
+def test_safetensors_save_refuses_and_points_to_pickle(tmp_path):
+    from skgfe import save
+
+    X, y, *_ = toy_trajectories(n=6)
+    with pytest.raises(TypeError, match="pickle it instead"):
+        save(tiny(max_iter=1).fit(X, y), tmp_path / "model")

@@ -133,3 +133,29 @@ def test_pickling_during_training_leaves_the_live_model_intact(X):
     pickle.dumps(model)
     copy.copy(model)
     assert model._optimizer is optimizer and model.decoder_ is decoder
+
+
+def test_vae_dlm_reports_its_epochs_and_can_be_stopped():
+    from skgfe import VAEDLMRegressor
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack(
+        [np.repeat(rng.normal(size=(10, 4)), 3, 0), np.tile([0, 1, 2], 10)]
+    )
+    y = X[:, :4] * np.exp(-X[:, -1:])
+    recorder = Recorder()
+    model = VAEDLMRegressor(
+        n_components=2, hidden_layer_sizes=(8, 8), max_iter=4, early_stopping=False,
+        random_state=0,
+    ).set_callbacks(recorder)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    assert recorder.events[:2] == [("setup", "fit"), ("begin", "fit")]
+    assert recorder.events[2:-2] == [("begin", "epoch"), ("end", "epoch")] * 4
+    assert recorder.epoch_losses == model.loss_curve_
+    stopper = Recorder(stop_after=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model.set_params(max_iter=50).set_callbacks(stopper).fit(X, y)
+    assert model.n_iter_ == 2

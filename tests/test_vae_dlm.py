@@ -448,3 +448,15 @@ def test_safetensors_save_refuses_and_points_to_pickle(tmp_path):
     X, y, *_ = toy_trajectories(n=6)
     with pytest.raises(TypeError, match="pickle it instead"):
         save(tiny(max_iter=1).fit(X, y), tmp_path / "model")
+
+
+def test_predict_trajectories_after_fitting_on_a_dataframe():
+    pd = pytest.importorskip("pandas")
+    X, y, groups, u0, times = toy_trajectories()
+    columns = [f"u{i}" for i in range(X.shape[1] - 1)] + ["t"]
+    model = tiny().fit(pd.DataFrame(X, columns=columns), y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no feature-name warning
+        Y = model.predict_trajectories(u0[:2], times)
+    expected = model.predict(pd.DataFrame(X[: 2 * len(times)], columns=columns))
+    np.testing.assert_allclose(Y.reshape(-1, y.shape[1]), expected)

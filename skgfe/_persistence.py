@@ -3,8 +3,9 @@
 A saved model is a folder of two files:
 
 - ``weights.safetensors``: the tensors of the fitted torch modules (named
-  ``decoder_.layers.0.weight`` and the like) and the ``mean_`` of the internal
-  scaling, in the safetensors format, which holds raw arrays only;
+  ``decoder_.layers.0.weight`` and the like) and the means of the internal
+  scaling (``mean_``, or ``x_mean_`` and ``y_mean_``), in the safetensors
+  format, which holds raw arrays only;
 - ``config.json``: the format version, the estimator's class name, its
   parameters, every other fitted attribute, the dtype of the weights and the
   SHA-256 of the weights file.
@@ -20,6 +21,8 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -32,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoders import Autoencoder, VariationalAutoencoder
 from ._gfe import GradientFlowEncoder
+from ._vae_dlm import VAEDLMRegressor
 
 FORMAT_NAME = "skgfe"
 # Raised when the layout changes; load refuses files written by a newer version.
@@ -42,7 +46,12 @@ WEIGHTS_FILE = "weights.safetensors"
 # The only classes load instantiates: nothing is imported by name from a file.
 ESTIMATORS = {
     cls.__name__: cls
-    for cls in (GradientFlowEncoder, Autoencoder, VariationalAutoencoder)
+    for cls in (
+        GradientFlowEncoder,
+        Autoencoder,
+        VariationalAutoencoder,
+        VAEDLMRegressor,
+    )
 }
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -88,13 +97,19 @@ def _str_dict(value):
     )
 
 
-# Fitted attributes kept in config.json (besides the modules, ``mean_`` and
-# ``_fit_dtype``): name -> check of the decoded JSON value. Required ones are
-# set by every fit; optional ones only by some.
-_FITTED_REQUIRED = {
+def _positive(value):
+    return _is_float(value) and math.isfinite(value) and value > 0
+
+
+def _finite(value):
+    return _is_float(value) and math.isfinite(value)
+
+
+# Fitted attributes every estimator keeps in config.json: name -> check of the
+# decoded JSON value.
+_TRAINING_STATE = {
     "n_features_in_": _is_int,
     "n_components_": _is_int,
-    "scale_": _is_float,
     "_fitted_architecture": lambda v: isinstance(v, dict),
     "loss_curve_": _float_list,
     "best_loss_": _is_float,
@@ -104,6 +119,7 @@ _FITTED_REQUIRED = {
     "t_": _is_int,
     "_no_improvement_count": _is_int,
 }
+# Set by some fits only.
 _FITTED_OPTIONAL = {
     "feature_names_in_": lambda v: (
         isinstance(v, list) and all(isinstance(s, str) for s in v)
@@ -113,8 +129,69 @@ _FITTED_OPTIONAL = {
     # set_output's configuration.
     "_sklearn_output_config": _str_dict,
 }
-# In the safetensors file, or implied by the dtype.
-_FITTED_OTHER = {"mean_", "_fit_dtype", "_dtype"}
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """What a saved estimator of one family holds, and how it is rebuilt.
+
+    ``required``: its JSON fitted attributes (name -> check). ``arrays``: the
+    numpy attributes stored in the weights file (name -> expected length, from
+    the fitted attributes), in the data's dtype. ``other``: attributes that are
+    neither (set from the dtype, or None-valued modules). ``sizes``: the
+    leading arguments of its ``_build_modules``. ``module_dtype``: the dtype of
+    its modules' tensors, from the data's. ``dtype_attributes``: set on loading
+    from the data's dtype.
+    """
+
+    required: dict
+    arrays: dict
+    other: frozenset
+    sizes: Callable
+    module_dtype: Callable
+    dtype_attributes: Callable
+    data_dtype: Callable
+
+
+_DECODER_TRANSFORMERS = _Schema(
+    required={**_TRAINING_STATE, "scale_": _positive},
+    arrays={"mean_": lambda fitted: fitted["n_features_in_"]},
+    other=frozenset({"_fit_dtype", "_dtype"}),
+    sizes=lambda fitted: (fitted["n_features_in_"],),
+    module_dtype=lambda dtype: dtype,
+    dtype_attributes=lambda dtype: {
+        "_fit_dtype": np.dtype(str(dtype).removeprefix("torch.")),
+        "_dtype": dtype,
+    },
+    data_dtype=lambda estimator: np.dtype(estimator._fit_dtype),
+)
+_VAE_DLM = _Schema(
+    required={
+        **_TRAINING_STATE,
+        "n_outputs_": _is_int,
+        "x_scale_": _positive,
+        "y_scale_": _positive,
+        "t_min_": _finite,
+        "t_scale_": _positive,
+        "_y_ndim": lambda v: v in (1, 2),
+    },
+    arrays={
+        "x_mean_": lambda fitted: fitted["n_features_in_"] - 1,
+        "y_mean_": lambda fitted: fitted["n_outputs_"],
+    },
+    # None without geometry (no metric or operator network).
+    other=frozenset({"metric_", "operator_"}),
+    sizes=lambda fitted: (fitted["n_features_in_"] - 1, fitted["n_outputs_"]),
+    module_dtype=lambda dtype: VAEDLMRegressor._dtype,
+    dtype_attributes=lambda dtype: {},
+    data_dtype=lambda estimator: estimator.x_mean_.dtype,
+)
+SCHEMAS = {
+    "GradientFlowEncoder": _DECODER_TRANSFORMERS,
+    "Autoencoder": _DECODER_TRANSFORMERS,
+    "VariationalAutoencoder": _DECODER_TRANSFORMERS,
+    "VAEDLMRegressor": _VAE_DLM,
+}
 
 
 # ---------------------------------------------------------------- JSON values
@@ -186,17 +263,18 @@ def _corrupt(reason):
 
 
 # ------------------------------------------------------------------------ save
-def _fitted_state(estimator):
+def _fitted_state(estimator, schema):
     """Modules (name -> module) and JSON attributes of a fitted estimator."""
     params = estimator.get_params(deep=False)
-    known = set(_FITTED_REQUIRED) | set(_FITTED_OPTIONAL) | _FITTED_OTHER
+    known = set(schema.required) | set(_FITTED_OPTIONAL) | set(schema.arrays)
+    known |= schema.other
     modules, attributes, unknown = {}, {}, []
     for name, value in vars(estimator).items():
         if name in params or name in _TRANSIENT:
             continue
         if isinstance(value, torch.nn.Module):
             modules[name] = value
-        elif name in _FITTED_REQUIRED or name in _FITTED_OPTIONAL:
+        elif name in schema.required or name in _FITTED_OPTIONAL:
             if name == "feature_names_in_":
                 value = [str(s) for s in value]
             attributes[name] = _to_json(value, name)
@@ -208,7 +286,7 @@ def _fitted_state(estimator):
             f"format does not know, {sorted(unknown)}. Remove them (or pickle the "
             "estimator instead)."
         )
-    missing = sorted(set(_FITTED_REQUIRED) - set(attributes))
+    missing = sorted(set(schema.required) - set(attributes))
     if missing:
         raise ValueError(
             f"Cannot save {type(estimator).__name__}: fitted attributes {missing} "
@@ -221,7 +299,7 @@ def save(estimator, path):
     """Save a fitted skgfe estimator to a folder, without pickle.
 
     The folder receives two files: ``weights.safetensors`` (the weights of the
-    torch modules and the ``mean_`` of the internal scaling, in the
+    torch modules and the means of the internal scaling, in the
     `safetensors <https://huggingface.co/docs/safetensors>`_ format) and
     ``config.json`` (the class name, the parameters, the other fitted
     attributes, a format version and the SHA-256 of the weights file). Both
@@ -234,9 +312,12 @@ def save(estimator, path):
 
     Parameters
     ----------
-    estimator : GradientFlowEncoder, Autoencoder or VariationalAutoencoder
-        A fitted estimator. Its parameters must be representable in JSON:
-        ``random_state`` an int or None (not a RandomState instance).
+    estimator : skgfe estimator
+        A fitted :class:`~skgfe.GradientFlowEncoder`,
+        :class:`~skgfe.Autoencoder`, :class:`~skgfe.VariationalAutoencoder` or
+        :class:`~skgfe.VAEDLMRegressor`. Its parameters must be
+        representable in JSON: ``random_state`` an int or None (not a
+        RandomState instance).
     path : str or path-like
         The folder to write to; it is created if needed.
 
@@ -274,22 +355,24 @@ def save(estimator, path):
     name = type(estimator).__name__
     if ESTIMATORS.get(name) is not type(estimator):
         raise TypeError(
-            f"save handles skgfe's estimators {sorted(ESTIMATORS)}, got {name}; "
-            "pickle it instead (VAEDLMRegressor has no safetensors format yet)."
+            f"save handles skgfe's estimators {sorted(ESTIMATORS)}, got {name}."
         )
     check_is_fitted(estimator)
     params = {
         key: _to_json(value, key)
         for key, value in estimator.get_params(deep=False).items()
     }
-    modules, attributes = _fitted_state(estimator)
-    dtype = str(np.dtype(estimator._fit_dtype))
+    schema = SCHEMAS[name]
+    modules, attributes = _fitted_state(estimator, schema)
+    dtype = str(schema.data_dtype(estimator))
     tensors = {
         f"{module_name}.{key}": tensor.detach().cpu().contiguous()
         for module_name, module in modules.items()
         for key, tensor in module.state_dict().items()
     }
-    tensors["mean_"] = torch.from_numpy(np.ascontiguousarray(estimator.mean_))
+    for array in schema.arrays:
+        values = np.ascontiguousarray(getattr(estimator, array), dtype=dtype)
+        tensors[array] = torch.from_numpy(values)
     data = _save_tensors(tensors, metadata={"format": "pt"})
     config = {
         "format": FORMAT_NAME,
@@ -382,25 +465,28 @@ def _read_weights(path, config):
         ) from None
 
 
-def _check_fitted(fitted):
+def _check_fitted(fitted, schema):
     """Decode and check the JSON fitted attributes."""
-    unknown = set(fitted) - set(_FITTED_REQUIRED) - set(_FITTED_OPTIONAL)
+    unknown = set(fitted) - set(schema.required) - set(_FITTED_OPTIONAL)
     if unknown:
         raise _corrupt(f"unknown fitted attributes {sorted(unknown)}")
-    missing = set(_FITTED_REQUIRED) - set(fitted)
+    missing = set(schema.required) - set(fitted)
     if missing:
         raise _corrupt(f"fitted attributes {sorted(missing)} are missing")
     decoded = {}
     for name, value in fitted.items():
         value = _from_json(value, name)
-        check = _FITTED_REQUIRED.get(name) or _FITTED_OPTIONAL[name]
+        check = schema.required.get(name) or _FITTED_OPTIONAL[name]
         if not check(value):
-            raise _corrupt(f"the fitted attribute {name}={value!r} has a wrong type")
+            raise _corrupt(
+                f"the fitted attribute {name}={value!r} has a wrong type, or is "
+                "not finite or not positive where it must be"
+            )
         decoded[name] = value
     return decoded
 
 
-def _build(cls, params, fitted, n_features, dtype, device):
+def _build(cls, params, fitted, sizes, dtype, device):
     """A new estimator with the recorded parameters and freshly built modules."""
     try:
         estimator = cls(**params)
@@ -424,15 +510,20 @@ def _build(cls, params, fitted, n_features, dtype, device):
             raise ValueError("_fitted_architecture is not in its resolved form")
         generator = torch.Generator().manual_seed(0)  # overwritten by the weights
         with torch.no_grad():
-            estimator._build_modules(n_features, generator, dtype, device)
+            estimator._build_modules(*sizes, generator, dtype, device)
     except ValueError as error:  # InvalidParameterError too
         raise _corrupt(f"invalid parameters ({error})") from None
     estimator.set_params(**params)
     return estimator
 
 
-def _load_modules(estimator, module_names, tensors, n_features, dtype):
-    """Copy the tensors into the estimator's modules, after strict checks."""
+def _load_modules(estimator, module_names, tensors, arrays, array_dtype):
+    """Copy the tensors into the estimator's modules, after strict checks.
+
+    ``arrays`` maps the names of the stored numpy attributes to their lengths,
+    all in ``array_dtype``; the modules' tensors must have the dtype of the
+    freshly built modules.
+    """
     built = {
         name: value
         for name, value in vars(estimator).items()
@@ -448,7 +539,8 @@ def _load_modules(estimator, module_names, tensors, n_features, dtype):
         for module_name, module in built.items()
         for key, tensor in module.state_dict().items()
     }
-    expected["mean_"] = torch.empty(n_features, dtype=dtype, device="meta")
+    for name, length in arrays.items():
+        expected[name] = torch.empty(length, dtype=array_dtype, device="meta")
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -463,10 +555,10 @@ def _load_modules(estimator, module_names, tensors, n_features, dtype):
                 f"tensor {key!r} has shape {tuple(tensor.shape)}, but the recorded "
                 f"parameters give {tuple(reference.shape)}"
             )
-        if tensor.dtype != dtype:
+        if tensor.dtype != reference.dtype:
             raise _corrupt(
                 f"tensor {key!r} has dtype {tensor.dtype}, but the model is "
-                f"recorded as {dtype}"
+                f"recorded as {reference.dtype}"
             )
     for module_name, module in built.items():
         prefix = module_name + "."
@@ -501,7 +593,7 @@ def load(path, device=None):
 
     Returns
     -------
-    estimator : GradientFlowEncoder, Autoencoder or VariationalAutoencoder
+    estimator : skgfe estimator
         The fitted estimator.
 
     Raises
@@ -546,26 +638,31 @@ def load(path, device=None):
     if "device" not in params:
         raise _corrupt("the parameters lack 'device'")
     params["device"] = target
-    fitted = _check_fitted(config["fitted"])
+    schema = SCHEMAS[name]
+    fitted = _check_fitted(config["fitted"], schema)
     n_features = fitted["n_features_in_"]
     names = fitted.get("feature_names_in_")
     if names is not None and len(names) != n_features:
         raise _corrupt(f"{len(names)} feature names for n_features_in_={n_features}")
     if fitted["n_components_"] != fitted["_fitted_architecture"].get("n_components"):
         raise _corrupt("n_components_ differs from the fitted architecture's")
+    arrays = {array: length(fitted) for array, length in schema.arrays.items()}
+    if min(arrays.values()) < 1:
+        raise _corrupt(f"the recorded sizes {arrays} are not positive")
     tensors = _read_weights(path, config)
-    estimator = _build(cls, params, fitted, n_features, dtype, torch_device)
-    _load_modules(estimator, config["modules"], tensors, n_features, dtype)
-    fit_dtype = np.dtype(config["dtype"])
-    estimator.mean_ = tensors["mean_"].numpy()
-    estimator._fit_dtype = fit_dtype
-    estimator._dtype = dtype
+    estimator = _build(
+        cls, params, fitted, schema.sizes(fitted), schema.module_dtype(dtype),
+        torch_device,
+    )  # fmt: skip
+    _load_modules(estimator, config["modules"], tensors, arrays, dtype)
+    for array in arrays:
+        setattr(estimator, array, tensors[array].numpy())
+    for attr, value in schema.dtype_attributes(dtype).items():
+        setattr(estimator, attr, value)
     for attr, value in fitted.items():
         if attr == "feature_names_in_":
             value = np.asarray(value, dtype=object)
         setattr(estimator, attr, value)
-    if not math.isfinite(estimator.scale_) or estimator.scale_ <= 0:
-        raise _corrupt(f"scale_={estimator.scale_} is not a positive number")
     estimator._optimizer = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

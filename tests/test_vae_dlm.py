@@ -442,12 +442,40 @@ def test_cuda_fit_matches_the_cpu_and_pickles_to_the_cpu():
     )
 
 
-def test_safetensors_save_refuses_and_points_to_pickle(tmp_path):
-    from skgfe import save
+@pytest.mark.parametrize("geometry", ["steady_flow", None])
+def test_save_and_load_without_pickle(geometry, tmp_path):
+    from skgfe import load, save
+
+    X, y, *_ = toy_trajectories(n=8)
+    model = tiny(max_iter=2, geometry=geometry).fit(X.astype(np.float32), y[:, 0])
+    restored = load(save(model, tmp_path / "model"))
+    assert restored.get_params() == model.get_params()
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+    assert restored.predict(X).ndim == 1 and restored.x_mean_.dtype == np.float32
+    if geometry is None:
+        assert restored.metric_ is None and restored.operator_ is None
+    else:
+        np.testing.assert_array_equal(
+            restored.metric_diagnostics(X[:4])["metric"],
+            model.metric_diagnostics(X[:4])["metric"],
+        )
+    restored.set_params(warm_start=True, max_iter=1).fit(X, y[:, 0])
+    assert restored.n_iter_ == model.n_iter_ + 1
+
+
+def test_load_refuses_inconsistent_vae_dlm_files(tmp_path):
+    import json
+
+    from skgfe import load, save
 
     X, y, *_ = toy_trajectories(n=6)
-    with pytest.raises(TypeError, match="pickle it instead"):
-        save(tiny(max_iter=1).fit(X, y), tmp_path / "model")
+    path = save(tiny(max_iter=1).fit(X, y), tmp_path / "model")
+    config_file = tmp_path / "model" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["fitted"]["n_outputs_"] += 1  # y_mean_ and the decoder disagree now
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="Cannot load the model"):
+        load(path)
 
 
 def test_predict_trajectories_after_fitting_on_a_dataframe():

@@ -510,6 +510,8 @@ class BaseDecoderTransformer(
             self._ensure_on_device()
             if getattr(self, "_optimizer", None) is None:  # dropped by pickling
                 self._optimizer = self._make_optimizer()
+            if self.early_stopping and self.validation_scores_ is None:
+                self.validation_scores_ = []  # early stopping switched on
             self._no_improvement_count = 0
         X_t = self._scale(self._to_tensor(X))
         X_all = X_t

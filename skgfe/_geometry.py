@@ -109,8 +109,16 @@ def flow_residual(g, dg, operator, target, rate):
 
 
 def eigenvalue_penalty(g, target):
-    """``relu(-lambda_k(g - diag(target)))^2`` of each eigenvalue, ``(n, d)``."""
-    eigenvalues = torch.linalg.eigvalsh(g - torch.diag_embed(target))
+    """``relu(-lambda_k(g - diag(target)))^2`` of each eigenvalue, ``(n, d)``.
+
+    Raises :class:`FloatingPointError` when the matrices are not finite (the
+    eigen-solver would fail, or return finite values for a partly NaN matrix),
+    so that training treats it as a diverged loss.
+    """
+    difference = g - torch.diag_embed(target)
+    if not torch.isfinite(difference).all():
+        raise FloatingPointError("The latent metric is not finite.")
+    eigenvalues = torch.linalg.eigvalsh(difference)
     return torch.relu(-eigenvalues) ** 2
 
 

@@ -49,7 +49,9 @@ def _linear(n_in, n_out, dtype, device):
     # skip_init: the weights are drawn by reset_parameters from a generator, never
     # from torch's global random state. It builds on the meta device and moves to
     # `device`, so None must become the default device explicitly.
-    device = torch.get_default_device() if device is None else device
+    if device is None:
+        # torch.get_default_device is torch >= 2.3; an empty tensor says the same.
+        device = torch.empty(0).device
     return torch.nn.utils.skip_init(nn.Linear, n_in, n_out, dtype=dtype, device=device)
 
 
@@ -209,6 +211,11 @@ class ModifiedMLP(MLP):
     ):
         self.gate_first_layer = bool(gate_first_layer)
         hidden = tuple(int(s) for s in layer_sizes[1:-1])
+        if hidden and len(hidden) < 2 and not self.gate_first_layer:
+            raise ValueError(
+                "ModifiedMLP(gate_first_layer=False) needs at least two hidden "
+                "layers: with one, the gates would feed no layer."
+            )
         if len(set(hidden)) > 1:
             raise ValueError(
                 "ModifiedMLP needs hidden layers of equal width (the width of its "

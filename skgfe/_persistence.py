@@ -174,6 +174,7 @@ _VAE_DLM = _Schema(
         "t_min_": _finite,
         "t_scale_": _positive,
         "_y_ndim": lambda v: v in (1, 2),
+        "_validation_seed": _is_int,
     },
     arrays={
         "x_mean_": lambda fitted: fitted["n_features_in_"] - 1,

@@ -267,7 +267,7 @@ def run_epochs(
                 if X_val is not None and checked:
                     line += f", validation score = {est.validation_scores_[-1]:.8f}"
                 for key in infos[0] if infos else ():
-                    line += f", {key} = {np.mean([i[key] for i in infos]):.1f}"
+                    line += f", {key} = {np.mean([i[key] for i in infos]):.4g}"
                 line += f", time = {seconds:.2f}s"
                 if bar is not None:
                     bar.update(1)

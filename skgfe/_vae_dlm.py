@@ -30,10 +30,23 @@ from ._base import (
     resolve_device,
 )
 from ._geometry import DERIVATIVE_MODES, geometry_terms
-from ._networks import ACTIVATIONS, ARCHITECTURES, _linear, make_mlp
+from ._networks import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    _affine,
+    _linear,
+    _pad_to_blocks,
+    _unpad,
+    make_mlp,
+)
 from ._training import OPTIMIZERS, make_optimizer, run_epochs
 
 GEOMETRIES = ("steady_flow",)
+
+# The posterior's log-variance starts near 2 log(0.1): a standard deviation of
+# about 0.1, the scale of the author's raw standard-deviation head at
+# initialisation (a log-variance head at zero would start at 1, codes of noise).
+INITIAL_LOG_VARIANCE = 2 * math.log(0.1)
 
 # The networks compute in float32 whatever the data's dtype: a training step with
 # the geometry runs 1.9 times faster than in float64 on a CPU (measured at the
@@ -64,11 +77,18 @@ class _PosteriorNetwork(torch.nn.Module):
             bound = 1.0 / math.sqrt(layer.in_features)
             layer.weight.uniform_(-bound, bound, generator=generator)
             layer.bias.uniform_(-bound, bound, generator=generator)
+        self.log_var_head.bias.add_(INITIAL_LOG_VARIANCE)
 
     def forward(self, x):
-        hidden = self.act(self.trunk(x))
-        mean_part, log_var_part = hidden.split(self.n_hidden, dim=1)
-        return self.mean_head(mean_part), self.log_var_head(log_var_part)
+        # Row blocks, as in the networks, so that a row's result does not depend
+        # on its batch mates.
+        hidden = _pad_to_blocks(self.act(self.trunk(x)))
+        mean_part, log_var_part = hidden.split(self.n_hidden, dim=-1)
+        n_rows = x.shape[0]
+        return (
+            _unpad(_affine(mean_part, self.mean_head), n_rows),
+            _unpad(_affine(log_var_part, self.log_var_head), n_rows),
+        )
 
 
 class VAEDLMRegressor(
@@ -119,7 +139,8 @@ class VAEDLMRegressor(
 
     hidden_layer_sizes : array-like of int, default=(64, 64, 64)
         Widths of the hidden layers of all five networks. With
-        ``architecture='modified_mlp'`` they must be equal. The author uses
+        ``architecture='modified_mlp'`` there must be at least two, of equal
+        width. The author uses
         ``(400, 400, 400)``, a size for a GPU.
 
     activation : {'tanh', 'gelu', 'elu', 'relu', 'identity'}, default='tanh'
@@ -199,8 +220,11 @@ default='gelu'
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the **trajectories** (all rows that
         share an initial condition) and stop when their prediction error stops
-        improving; the best weights are kept. Otherwise the training rows'
-        prediction error is monitored.
+        improving; the best weights are kept. Otherwise, or when there are too
+        few trajectories to hold any out (a single one), the training rows'
+        prediction error is monitored. Every fit of a model holds out the same
+        trajectories, so a warm start validates on trajectories it has not
+        trained on.
 
     validation_fraction : float, default=0.1
         Fraction of the trajectories held out for early stopping.
@@ -437,10 +461,13 @@ default='gelu'
                 f"integers, got {self.hidden_layer_sizes!r}."
             )
         sizes = tuple(int(s) for s in sizes)
-        if self.architecture == "modified_mlp" and len(set(sizes)) > 1:
+        if self.architecture == "modified_mlp" and (
+            len(set(sizes)) > 1 or len(sizes) < 2
+        ):
             raise ValueError(
-                "architecture='modified_mlp' needs hidden layers of equal width (its "
-                f"two gates feed every hidden layer), got hidden_layer_sizes={sizes}."
+                "architecture='modified_mlp' needs at least two hidden layers of "
+                "equal width (its first hidden layer is plain and its two gates "
+                f"feed the others), got hidden_layer_sizes={sizes}."
             )
         return sizes
 
@@ -642,6 +669,9 @@ default='gelu'
         self.n_components_ = self.n_components
         self._fitted_architecture = self._architecture()
         self._build_modules(n_inputs, n_outputs, generator, self._dtype, self._device())
+        # Fixed once, so that every fit of this model (warm starts included)
+        # holds out the same trajectories, whatever random_state is.
+        self._validation_seed = int(torch.randint(2**62, (1,), generator=generator))
         self._optimizer = self._make_optimizer()
         self.loss_curve_ = []
         self.best_loss_ = np.inf
@@ -715,6 +745,8 @@ default='gelu'
             self._ensure_on_device()
             if getattr(self, "_optimizer", None) is None:  # dropped by pickling
                 self._optimizer = self._make_optimizer()
+            if self.early_stopping and self.validation_scores_ is None:
+                self.validation_scores_ = []  # early stopping switched on
         self._no_improvement_count = 0
 
         initial, trajectory = np.unique(X[:, :-1], axis=0, return_inverse=True)
@@ -729,8 +761,7 @@ default='gelu'
         n_trajectories = len(initial)
         n_val = max(1, int(round(self.validation_fraction * n_trajectories)))
         if self.early_stopping and n_trajectories > n_val:
-            # A generator of its own: a warm start holds out the same trajectories.
-            split = self._torch_generator()
+            split = torch.Generator().manual_seed(self._validation_seed)
             held_out = torch.randperm(n_trajectories, generator=split)[:n_val]
             is_val = torch.isin(trajectory_t, held_out.to(device))
             train_rows, val_rows = rows[~is_val], rows[is_val]
@@ -761,7 +792,7 @@ default='gelu'
                 f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
                 "and the optimization hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return self
 
@@ -917,7 +948,8 @@ default='gelu'
         for begin in range(0, len(U0), CHUNK_ROWS):
             with torch.no_grad():
                 mean, _ = self.encoder_(U0[begin : begin + CHUNK_ROWS])
-            with torch.enable_grad():
+            # Reverse mode differentiates with autograd; forward mode needs no graph.
+            with torch.set_grad_enabled(self.derivative_mode == "reverse"):
                 _, tensors = self._geometry(mean, t[begin : begin + CHUNK_ROWS])
             parts.append({k: v.detach() for k, v in tensors.items()})
         result = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -54,12 +54,14 @@ def _solve_burgers(u0, times, viscosity, time_step):
     m = np.arange(n_features // 2 + 1)
     k = 2 * np.pi * m
     lin = -viscosity * k**2
-    # -1/2 d/dx (u^2) in Fourier space; modes m >= n/3 are zeroed so that the
-    # product of two retained fields does not alias onto retained modes.
-    gradient = np.where(3 * m < n_features, -0.5j * k, 0.0)
+    # -1/2 d/dx (u^2) in Fourier space, by the 2/3 rule: only the modes m < n/3
+    # enter the product, and only those receive it, so the product of two
+    # retained fields never aliases onto a retained mode (even for a rough u0).
+    retained = 3 * m < n_features
+    gradient = np.where(retained, -0.5j * k, 0.0)
 
     def nonlinear(v_hat):
-        u = np.fft.irfft(v_hat, n=n_features, axis=1)
+        u = np.fft.irfft(np.where(retained, v_hat, 0.0), n=n_features, axis=1)
         return gradient * np.fft.rfft(u * u, axis=1)
 
     Y = np.empty((n_samples, len(times), n_features))
@@ -153,9 +155,9 @@ def solve_burgers(u0, times, *, viscosity=0.01, time_step=1e-3):
     Notes
     -----
     See :func:`make_burgers` for the numerical method. The high Fourier modes
-    of a rough ``u0`` (e.g. with pointwise noise) are kept: the nonlinear term
-    never feeds them (2/3-rule dealiasing) and they decay at the exact viscous
-    rate :math:`\exp(-\nu k^2 t)`. The resolution is the caller's business:
+    of a rough ``u0`` (e.g. with pointwise noise) are kept: by the 2/3 rule they
+    neither enter the nonlinear term nor receive it, so they decay at the exact
+    viscous rate :math:`\exp(-\nu k^2 t)`. The resolution is the caller's business:
     with :math:`\nu = 0.01` and amplitudes of order 1, 128 points are plenty.
 
     Examples

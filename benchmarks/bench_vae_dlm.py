@@ -20,12 +20,12 @@ with bootstrap intervals. Writes ``vae_dlm.md`` (``vae_dlm_quick.md`` with
 
 Usage::
 
-    python benchmarks/bench_vae_dlm.py            # full run, 3 seeds (~8 min)
+    python benchmarks/bench_vae_dlm.py            # full run, 3 seeds (~7 min)
     python benchmarks/bench_vae_dlm.py --quick    # smoke run for CI (< 1 min)
 
 ``--threads`` sets torch's thread count (default 2; 1 with ``--quick``). The full
-run took 7.7 minutes on 2 threads (per seed: VAE about 21 s, VAE + modified MLP
-about 25 s, VAE-DLM about 104 s, plus data generation). ``--quick`` (1 seed, tiny
+run took 7.1 minutes on 2 threads (per seed: VAE about 24 s, VAE + modified MLP
+about 31 s, VAE-DLM about 83 s, plus data generation). ``--quick`` (1 seed, tiny
 data and networks, 5 epochs) checks that the script runs, not the claim.
 """
 

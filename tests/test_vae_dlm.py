@@ -570,19 +570,6 @@ def test_one_posterior_sample_and_a_constant_time_column():
     assert np.isfinite(model.predict(X_const)).all()
 
 
-def test_the_posterior_starts_with_a_small_standard_deviation():
-    X, y, *_ = toy_trajectories(n=8)
-    model = tiny(max_iter=1, hidden_layer_sizes=(32, 32))
-    model.fit(X, y)
-    U0, _ = model._scaled_inputs(X)
-    fresh = tiny(hidden_layer_sizes=(32, 32))
-    fresh._initialize(U0.shape[1], y.shape[1], fresh._torch_generator())
-    with torch.no_grad():
-        _, log_var = fresh.encoder_(U0)
-    std = torch.exp(0.5 * log_var)
-    assert 0.03 < std.median().item() < 0.3
-
-
 def test_a_row_is_predicted_the_same_alone_or_in_a_batch():
     X, y, *_ = toy_trajectories(n=20)
     model = tiny().fit(X, y)

@@ -116,12 +116,32 @@ def _check_available(resolved, device):
         ) from None
 
 
-class TorchStatePickleMixin:
-    """Pickling of an estimator that holds torch modules and an optimiser.
+# Constraints of the training parameters every torch estimator of skgfe has.
+TRAINING_PARAMETER_CONSTRAINTS = {
+    "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+    "optimizer": [StrOptions(set(OPTIMIZERS))],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "warm_start": ["boolean"],
+    # Any string torch.device parses, or 'auto': checked (parsed, and the
+    # device available) at fit and transform time by resolve_device.
+    "device": [str, torch.device],
+}
 
-    The modules are stored on the CPU, so that a model fitted on a GPU loads
-    anywhere; the optimiser is dropped (it references the original parameters)
-    and rebuilt on demand.
+
+class TorchEstimatorMixin:
+    """What every estimator of skgfe that trains torch modules shares.
+
+    The class provides ``_modules()`` (the trainable modules) and the
+    parameters ``device``, ``random_state``, ``optimizer``,
+    ``learning_rate_init`` and ``early_stopping``. Pickling stores the modules
+    on the CPU, so that a model fitted on a GPU loads anywhere, and drops the
+    optimiser (it references the original parameters); it is rebuilt on
+    demand.
     """
 
     def __getstate__(self):
@@ -134,9 +154,38 @@ class TorchStatePickleMixin:
         state.pop("_optimizer", None)
         return state
 
+    def _device(self):
+        return resolve_device(self.device)
+
+    def _ensure_on_device(self):
+        device = self._device()
+        for module in self._modules():
+            module.to(device)
+
+    def _torch_generator(self):
+        """A torch generator seeded from ``random_state`` (never the global one)."""
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        return torch.Generator().manual_seed(int(seed))
+
+    def _make_optimizer(self):
+        return make_optimizer(
+            self.optimizer,
+            [p for m in self._modules() for p in m.parameters()],
+            self.learning_rate_init,
+        )
+
+    def _resume_training(self):
+        """Before more training of fitted modules (warm start, ``partial_fit``)."""
+        self._ensure_on_device()
+        if getattr(self, "_optimizer", None) is None:  # dropped by pickling
+            self._optimizer = self._make_optimizer()
+        if self.early_stopping and self.validation_scores_ is None:
+            self.validation_scores_ = []  # early stopping switched on
+        self._no_improvement_count = 0
+
 
 class BaseDecoderTransformer(
-    TorchStatePickleMixin,
+    TorchEstimatorMixin,
     CallbackSupportMixin,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
@@ -156,18 +205,7 @@ class BaseDecoderTransformer(
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "optimizer": [StrOptions(set(OPTIMIZERS))],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-        "warm_start": ["boolean"],
-        # Any string torch.device parses, or 'auto': checked (parsed, and the
-        # device available) at fit and transform time by resolve_device.
-        "device": [str, torch.device],
+        **TRAINING_PARAMETER_CONSTRAINTS,
     }
 
     # ------------------------------------------------------------------ hooks
@@ -341,13 +379,6 @@ class BaseDecoderTransformer(
             n_features, self._hidden_sizes()[::-1], n_outputs, generator, dtype, device
         )
 
-    def _make_optimizer(self):
-        return make_optimizer(
-            self.optimizer,
-            [p for m in self._modules() for p in m.parameters()],
-            self.learning_rate_init,
-        )
-
     def _validate_X(self, X, reset):
         X = validate_data(
             self,
@@ -411,9 +442,6 @@ class BaseDecoderTransformer(
             f"{what} is not finite for {n_bad} of {len(finite)} {inputs}: {cause}."
         )
 
-    def _device(self):
-        return resolve_device(self.device)
-
     def _to_tensor(self, X):
         # torch.tensor copies, so the caller's array (possibly a read-only memmap)
         # is never written to or aliased.
@@ -449,20 +477,11 @@ class BaseDecoderTransformer(
         output = self.decoder_(Z)
         return torch.sigmoid(output) if self._fitted_loss == "bce" else output
 
-    def _ensure_on_device(self):
-        device = self._device()
-        for module in self._modules():
-            module.to(device)
-
     def _in_chunks(self, function, X):
         """Apply ``function`` to row chunks of the tensor ``X`` and concatenate."""
         return torch.cat(
             [function(X[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)]
         )
-
-    def _torch_generator(self):
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        return torch.Generator().manual_seed(int(seed))
 
     # ------------------------------------------------------------ training
     def _initialize(self, n_features, generator):
@@ -507,12 +526,7 @@ class BaseDecoderTransformer(
             self._fit_scaling(X)
             self._initialize(X.shape[1], generator)
         else:
-            self._ensure_on_device()
-            if getattr(self, "_optimizer", None) is None:  # dropped by pickling
-                self._optimizer = self._make_optimizer()
-            if self.early_stopping and self.validation_scores_ is None:
-                self.validation_scores_ = []  # early stopping switched on
-            self._no_improvement_count = 0
+            self._resume_training()
         X_t = self._scale(self._to_tensor(X))
         X_all = X_t
         X_val = None

@@ -18,16 +18,15 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._autoencoders import _standard_normal, gaussian_kl
 from ._base import (
     CHUNK_ROWS,
+    TRAINING_PARAMETER_CONSTRAINTS,
     CallbackSupportMixin,
-    TorchStatePickleMixin,
-    resolve_device,
+    TorchEstimatorMixin,
 )
 from ._geometry import DERIVATIVE_MODES, geometry_terms
 from ._networks import (
@@ -39,7 +38,7 @@ from ._networks import (
     _unpad,
     make_mlp,
 )
-from ._training import OPTIMIZERS, make_optimizer, run_epochs
+from ._training import run_epochs
 
 GEOMETRIES = ("steady_flow",)
 
@@ -87,7 +86,7 @@ class _PosteriorNetwork(torch.nn.Module):
 
 
 class VAEDLMRegressor(
-    TorchStatePickleMixin,
+    TorchEstimatorMixin,
     CallbackSupportMixin,
     MultiOutputMixin,
     RegressorMixin,
@@ -368,17 +367,8 @@ default='gelu'
         "n_posterior_samples": [Interval(Integral, 1, 2, closed="both")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "optimizer": [StrOptions(set(OPTIMIZERS))],
         "clip_grad_value": [Interval(Real, 0, None, closed="neither"), None],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-        "warm_start": ["boolean"],
-        "device": [str, torch.device],
+        **TRAINING_PARAMETER_CONSTRAINTS,
     }
 
     def __init__(
@@ -538,13 +528,6 @@ default='gelu'
             modules += [self.metric_, self.operator_]
         return modules
 
-    def _make_optimizer(self):
-        return make_optimizer(
-            self.optimizer,
-            [p for m in self._modules() for p in m.parameters()],
-            self.learning_rate_init,
-        )
-
     def _clip_gradients(self):
         if self.clip_grad_value is not None:
             torch.nn.utils.clip_grad_value_(
@@ -554,18 +537,6 @@ default='gelu'
 
     def _effective_batch_size(self, n_rows):
         return min(self.batch_size, n_rows)
-
-    def _device(self):
-        return resolve_device(self.device)
-
-    def _torch_generator(self):
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        return torch.Generator().manual_seed(int(seed))
-
-    def _ensure_on_device(self):
-        device = self._device()
-        for module in self._modules():
-            module.to(device)
 
     # --------------------------------------------------------------- scaling
     def _fit_scaling(self, U0, t, y):
@@ -737,11 +708,7 @@ default='gelu'
             self._fit_scaling(X[:, :-1], X[:, -1], Y)
             self._initialize(X.shape[1] - 1, Y.shape[1], generator)
         else:
-            self._ensure_on_device()
-            if getattr(self, "_optimizer", None) is None:  # dropped by pickling
-                self._optimizer = self._make_optimizer()
-            if self.early_stopping and self.validation_scores_ is None:
-                self.validation_scores_ = []  # early stopping switched on
+            self._resume_training()
         self._no_improvement_count = 0
 
         initial, trajectory = np.unique(X[:, :-1], axis=0, return_inverse=True)

@@ -258,9 +258,9 @@ def test_reproducible_and_seed_dependent():
     assert not np.allclose(a.predict(X), c.predict(X))
 
 
-def test_early_stopping_holds_out_whole_trajectories():
-    X, y, groups, *_ = toy_trajectories(n=20)
-    model = tiny(validation_fraction=0.2)
+@pytest.fixture
+def validation_rows(monkeypatch):
+    """The row indices of every validation check of the fits that follow."""
     seen = []
     original = VAEDLMRegressor._prediction_error
 
@@ -268,12 +268,14 @@ def test_early_stopping_holds_out_whole_trajectories():
         seen.append(rows.clone())
         return original(self, rows)
 
-    VAEDLMRegressor._validation_loss = spy
-    try:
-        model.fit(X, y)
-    finally:
-        VAEDLMRegressor._validation_loss = original
-    val = seen[0].numpy()
+    monkeypatch.setattr(VAEDLMRegressor, "_validation_loss", spy)
+    return seen
+
+
+def test_early_stopping_holds_out_whole_trajectories(validation_rows):
+    X, y, groups, *_ = toy_trajectories(n=20)
+    tiny(validation_fraction=0.2).fit(X, y)
+    val = validation_rows[0].numpy()
     held_out = set(groups[val])
     assert len(held_out) == 4
     # Every row of a held-out trajectory is held out, and no other row.
@@ -528,25 +530,13 @@ def test_warm_start_can_switch_early_stopping_on():
     assert len(model.validation_scores_) >= 1
 
 
-def test_every_fit_of_a_model_holds_out_the_same_trajectories():
+def test_every_fit_of_a_model_holds_out_the_same_trajectories(validation_rows):
     X, y, *_ = toy_trajectories(n=20)
-    model = tiny(random_state=None, max_iter=1)
-    seen = []
-    original = VAEDLMRegressor._prediction_error
-
-    def spy(self, rows):
-        seen.append(rows.clone())
-        return original(self, rows)
-
-    VAEDLMRegressor._validation_loss = spy
-    try:
-        model.fit(X, y)
-        first = seen[0]
-        seen.clear()
-        model.set_params(warm_start=True).fit(X, y)
-    finally:
-        VAEDLMRegressor._validation_loss = original
-    torch.testing.assert_close(seen[0], first)
+    model = tiny(random_state=None, max_iter=1).fit(X, y)
+    first = validation_rows[0]
+    validation_rows.clear()
+    model.set_params(warm_start=True).fit(X, y)
+    torch.testing.assert_close(validation_rows[0], first)
 
 
 def test_modified_mlp_needs_two_hidden_layers_without_a_gated_first_one():

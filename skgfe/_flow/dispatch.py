@@ -77,27 +77,7 @@ def run_flow(
             max_steps=max_steps,
             differentiable=differentiable,
         )
-    if solver in TORCHODE_SOLVERS:
-        if differentiable:
-            raise ValueError(
-                f"solver={solver!r} is not differentiable: use solver='amd' or a "
-                "torchdiffeq solver for adjoint training."
-            )
-        return torchode_flow(
-            FLOWS[flow](decoder, loss, X),
-            z0,
-            method=solver,
-            t_end=t_end,
-            step_size=step_size,
-            max_step_size=max_step_size,
-            rtol=rtol,
-            atol=atol,
-            tol=tol,
-            max_steps=max_steps,
-        )
-    return odeint_flow(
-        FLOWS[flow](decoder, loss, X),
-        z0,
+    integration = dict(
         method=solver,
         t_end=t_end,
         step_size=step_size,
@@ -106,5 +86,13 @@ def run_flow(
         atol=atol,
         tol=tol,
         max_steps=max_steps,
-        adjoint=differentiable,
     )
+    field = FLOWS[flow](decoder, loss, X)
+    if solver in TORCHODE_SOLVERS:
+        if differentiable:
+            raise ValueError(
+                f"solver={solver!r} is not differentiable: use solver='amd' or a "
+                "torchdiffeq solver for adjoint training."
+            )
+        return torchode_flow(field, z0, **integration)
+    return odeint_flow(field, z0, adjoint=differentiable, **integration)

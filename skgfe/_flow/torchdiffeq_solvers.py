@@ -133,6 +133,24 @@ def start_flow(field, z0, tol):
     return objective, z, m, loss, grad_norm, t_reached, n_steps, n_evals, status
 
 
+def stable_checkpoint(z1, m1, loss1, grad1, start_loss):
+    """Which rows of an integrated checkpoint are finite and physically possible.
+
+    Neither flow can raise its energy above the starting loss (the gradient
+    flow lowers the loss, the second-order flow from m = 0 the energy
+    ``l + |m|^2 / 2``), so a state above it shows a numerically unstable solver.
+    ``m1`` is None for the gradient flow.
+    """
+    energy = loss1
+    if m1 is not None:
+        energy = energy + 0.5 * m1.detach().pow(2).sum(dim=1)
+    return (
+        torch.isfinite(z1.detach()).all(dim=1)
+        & torch.isfinite(grad1).all(dim=1)
+        & (energy <= start_loss * (1 + ENERGY_SLACK))
+    )
+
+
 def odeint_flow(
     field,
     z0,
@@ -244,17 +262,7 @@ def odeint_flow(
             n_steps[rows] += len(times) - 1
         z1, m1 = y1 if momentum else (y1, None)
         loss1, grad1 = check(z1.detach(), rows)
-        energy = loss1
-        if momentum:
-            energy = energy + 0.5 * m1.detach().pow(2).sum(dim=1)
-        # Neither flow can raise its energy above the starting loss (the gradient
-        # flow lowers the loss, the second-order flow from m = 0 the energy
-        # l + |m|^2 / 2), so a state above it shows a numerically unstable solver.
-        finite = (
-            torch.isfinite(z1.detach()).all(dim=1)
-            & torch.isfinite(grad1).all(dim=1)
-            & (energy <= start_loss[rows] * (1 + ENERGY_SLACK))
-        )
+        finite = stable_checkpoint(z1, m1, loss1, grad1, start_loss[rows])
         good = rows[finite]
         z = z.index_copy(0, good, z1[finite])
         if momentum:

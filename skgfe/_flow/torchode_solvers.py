@@ -30,7 +30,7 @@ from .result import (
     RUNNING,
     FlowResult,
 )
-from .torchdiffeq_solvers import ENERGY_SLACK, _adaptive_segments, start_flow
+from .torchdiffeq_solvers import _adaptive_segments, stable_checkpoint, start_flow
 
 # torchode's adaptive step methods, by the name skgfe gives them.
 TORCHODE_SOLVERS = {"torchode-dopri5": "Dopri5", "torchode-tsit5": "Tsit5"}
@@ -200,15 +200,10 @@ def torchode_flow(
             dt_last[rows] = dt_next
             z1, m1 = (y1[:, :d], y1[:, d:]) if momentum else (y1, None)
             loss1, grad1 = objective(z1, rows)
-            energy = loss1
-            if momentum:
-                energy = energy + 0.5 * m1.pow(2).sum(dim=1)
             finite = (
                 ~diverged
                 & ~exhausted
-                & torch.isfinite(y1).all(dim=1)
-                & torch.isfinite(grad1).all(dim=1)
-                & (energy <= start_loss[rows] * (1 + ENERGY_SLACK))
+                & stable_checkpoint(z1, m1, loss1, grad1, start_loss[rows])
             )
             good = rows[finite]
             z[good] = z1[finite]

@@ -183,6 +183,59 @@ class TorchEstimatorMixin:
             self.validation_scores_ = []  # early stopping switched on
         self._no_improvement_count = 0
 
+    def _warn_if_max_iter_reached(self, outcome):
+        """After ``fit``: warn when the epoch budget, not a stopping rule, ended it."""
+        if outcome.stopped_early or outcome.diverged or self.n_iter_ < self.max_iter:
+            return
+        warnings.warn(
+            f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
+            "and the optimization hasn't converged yet.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+
+    def _in_chunks(self, function, *tensors):
+        """Apply ``function`` to matching row chunks of the tensors; concatenate.
+
+        Results do not depend on the chunking (rows are computed independently),
+        only peak memory does.
+        """
+        return torch.cat(
+            [
+                function(*(tensor[i : i + CHUNK_ROWS] for tensor in tensors))
+                for i in range(0, len(tensors[0]), CHUNK_ROWS)
+            ]
+        )
+
+    def _require_finite(self, values, what, inputs="samples"):
+        """Raise when some rows of the ndarray ``values`` are not finite.
+
+        ``what`` names one row's value (e.g. "The code"), ``inputs`` the rows.
+        """
+        finite = np.isfinite(values)
+        if finite.ndim > 1:
+            finite = finite.all(axis=1)
+        n_bad = int(np.sum(~finite))
+        if not n_bad:
+            return
+        if not all(
+            torch.isfinite(p).all() for m in self._modules() for p in m.parameters()
+        ):
+            cause = (
+                "the model's weights are not finite; refit it (e.g. with a lower "
+                "learning_rate_init)"
+            )
+        else:
+            cause = (
+                f"the {inputs} lie so far outside the range seen in training that "
+                "the networks overflow"
+            )
+            if getattr(self, "_fit_dtype", None) == np.float32:
+                cause += " in float32 (a model fitted on float64 data goes further)"
+        raise FloatingPointError(
+            f"{what} is not finite for {n_bad} of {len(finite)} {inputs}: {cause}."
+        )
+
 
 class BaseDecoderTransformer(
     TorchEstimatorMixin,
@@ -413,35 +466,6 @@ class BaseDecoderTransformer(
                 "the data (e.g. with MinMaxScaler) or use loss='mse'."
             )
 
-    def _require_finite(self, values, what, inputs="samples"):
-        """Raise when some rows of the ndarray ``values`` are not finite.
-
-        ``what`` names one row's value (e.g. "The code"), ``inputs`` the rows.
-        """
-        finite = np.isfinite(values)
-        if finite.ndim > 1:
-            finite = finite.all(axis=1)
-        n_bad = int(np.sum(~finite))
-        if not n_bad:
-            return
-        if not all(
-            torch.isfinite(p).all() for m in self._modules() for p in m.parameters()
-        ):
-            cause = (
-                "the model's weights are not finite; refit it (e.g. with a lower "
-                "learning_rate_init)"
-            )
-        else:
-            cause = (
-                f"the {inputs} lie so far outside the range seen in training that "
-                "the networks overflow"
-            )
-            if self._dtype == torch.float32:
-                cause += " in float32 (a model fitted on float64 data goes further)"
-        raise FloatingPointError(
-            f"{what} is not finite for {n_bad} of {len(finite)} {inputs}: {cause}."
-        )
-
     def _to_tensor(self, X):
         # torch.tensor copies, so the caller's array (possibly a read-only memmap)
         # is never written to or aliased.
@@ -476,12 +500,6 @@ class BaseDecoderTransformer(
         """Decoder output in the scaled space, as a reconstruction (no logits)."""
         output = self.decoder_(Z)
         return torch.sigmoid(output) if self._fitted_loss == "bce" else output
-
-    def _in_chunks(self, function, X):
-        """Apply ``function`` to row chunks of the tensor ``X`` and concatenate."""
-        return torch.cat(
-            [function(X[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)]
-        )
 
     # ------------------------------------------------------------ training
     def _initialize(self, n_features, generator):
@@ -564,17 +582,8 @@ class BaseDecoderTransformer(
             callback_ctx.call_on_fit_task_end(
                 estimator=self, X=X, reconstruction_attributes={}
             )
-        if (
-            not incremental
-            and not (outcome.stopped_early or outcome.diverged)
-            and self.n_iter_ >= self.max_iter
-        ):
-            warnings.warn(
-                f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
-                "and the optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        if not incremental:
+            self._warn_if_max_iter_reached(outcome)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)

@@ -17,7 +17,6 @@ from sklearn.base import (
     RegressorMixin,
     _fit_context,
 )
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -747,15 +746,7 @@ default='gelu'
             callback_ctx.call_on_fit_task_end(
                 estimator=self, X=X, y=y, reconstruction_attributes={}
             )
-        if not (outcome.stopped_early or outcome.diverged) and self.n_iter_ >= (
-            self.max_iter
-        ):
-            warnings.warn(
-                f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
-                "and the optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        self._warn_if_max_iter_reached(outcome)
         return self
 
     # ------------------------------------------------------------- inference
@@ -764,24 +755,6 @@ default='gelu'
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         self._ensure_on_device()
         return X
-
-    def _in_chunks(self, function, *tensors):
-        n_rows = len(tensors[0])
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    function(*(t[i : i + CHUNK_ROWS] for t in tensors))
-                    for i in range(0, n_rows, CHUNK_ROWS)
-                ]
-            )
-
-    def _require_finite(self, values, what):
-        if not np.all(np.isfinite(values)):
-            n_bad = int(np.sum(~np.isfinite(values).reshape(len(values), -1).all(1)))
-            raise FloatingPointError(
-                f"{what} is not finite for {n_bad} of {len(values)} rows: the inputs "
-                "lie far outside the training range, or the weights are not finite."
-            )
 
     def predict(self, X):
         """Predict the solution ``u(., t)`` of each row ``[u0 | t]``.
@@ -799,10 +772,11 @@ default='gelu'
         """
         X = self._check_ready(X)
         U0, t = self._scaled_inputs(X)
-        output = self._in_chunks(self._predict_scaled, U0, t)
+        with torch.no_grad():
+            output = self._in_chunks(self._predict_scaled, U0, t)
         output = output.cpu().numpy() * self.y_scale_ + self.y_mean_
         output = output.astype(X.dtype, copy=False)
-        self._require_finite(output, "The prediction")
+        self._require_finite(output, "The prediction", inputs="rows")
         return output.ravel() if self._y_ndim == 1 else output
 
     def predict_trajectories(self, initial_conditions, times):
@@ -858,7 +832,8 @@ default='gelu'
         """
         X = self._check_ready(X)
         U0, _ = self._scaled_inputs(X)
-        codes = self._in_chunks(lambda u0: self.encoder_(u0)[0], U0)
+        with torch.no_grad():
+            codes = self._in_chunks(lambda u0: self.encoder_(u0)[0], U0)
         return codes.cpu().numpy().astype(X.dtype, copy=False)
 
     def embed(self, X):
@@ -875,13 +850,14 @@ default='gelu'
         """
         X = self._check_ready(X)
         U0, t = self._scaled_inputs(X)
-        points = self._in_chunks(
-            lambda u0, s: self.manifold_(
-                torch.cat([self.encoder_(u0)[0], s[:, None]], dim=1)
-            ),
-            U0,
-            t,
-        )
+        with torch.no_grad():
+            points = self._in_chunks(
+                lambda u0, s: self.manifold_(
+                    torch.cat([self.encoder_(u0)[0], s[:, None]], dim=1)
+                ),
+                U0,
+                t,
+            )
         return points.cpu().numpy().astype(X.dtype, copy=False)
 
     def metric_diagnostics(self, X):

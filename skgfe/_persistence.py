@@ -140,8 +140,9 @@ class _Schema:
     the fitted attributes), in the data's dtype. ``other``: attributes that are
     neither (set from the dtype, or None-valued modules). ``sizes``: the
     leading arguments of its ``_build_modules``. ``module_dtype``: the dtype of
-    its modules' tensors, from the data's. ``dtype_attributes``: set on loading
-    from the data's dtype.
+    its modules' tensors, from the data's. ``dtype_attributes``: set on loading,
+    from the data's numpy dtype and the modules' torch dtype. ``data_dtype``:
+    the data's dtype of a fitted estimator.
     """
 
     required: dict
@@ -159,8 +160,8 @@ _DECODER_TRANSFORMERS = _Schema(
     other=frozenset({"_fit_dtype", "_dtype"}),
     sizes=lambda fitted: (fitted["n_features_in_"],),
     module_dtype=lambda dtype: dtype,
-    dtype_attributes=lambda dtype: {
-        "_fit_dtype": np.dtype(str(dtype).removeprefix("torch.")),
+    dtype_attributes=lambda fit_dtype, dtype: {
+        "_fit_dtype": fit_dtype,
         "_dtype": dtype,
     },
     data_dtype=lambda estimator: np.dtype(estimator._fit_dtype),
@@ -184,7 +185,7 @@ _VAE_DLM = _Schema(
     other=frozenset({"metric_", "operator_"}),
     sizes=lambda fitted: (fitted["n_features_in_"] - 1, fitted["n_outputs_"]),
     module_dtype=lambda dtype: VAEDLMRegressor._dtype,
-    dtype_attributes=lambda dtype: {},
+    dtype_attributes=lambda fit_dtype, dtype: {},
     data_dtype=lambda estimator: estimator.x_mean_.dtype,
 )
 SCHEMAS = {
@@ -658,7 +659,8 @@ def load(path, device=None):
     _load_modules(estimator, config["modules"], tensors, arrays, dtype)
     for array in arrays:
         setattr(estimator, array, tensors[array].numpy())
-    for attr, value in schema.dtype_attributes(dtype).items():
+    attributes = schema.dtype_attributes(np.dtype(config["dtype"]), dtype)
+    for attr, value in attributes.items():
         setattr(estimator, attr, value)
     for attr, value in fitted.items():
         if attr == "feature_names_in_":

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _helpers import variant
+from _helpers import adaptive_solver_gfe, variant
 from scipy.integrate import solve_ivp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -370,21 +370,7 @@ def adaptive_expected_failures(estimator):
 
 # Kept here rather than in tests/test_common.py because of its expected failures.
 @parametrize_with_checks(
-    [
-        GradientFlowEncoder(
-            n_components=2,
-            hidden_layer_sizes=(8,),
-            solver="dopri5",
-            rtol=1e-3,
-            atol=1e-5,
-            max_iter=2,
-            flow_tol=1e-2,
-            random_state=0,
-            decoder_init="random",
-            init="zeros",
-            early_stopping=False,
-        )
-    ],
+    [adaptive_solver_gfe("dopri5")],
     expected_failed_checks=adaptive_expected_failures,
 )
 def test_sklearn_compatible_adaptive_solver(estimator, check):

@@ -6,6 +6,7 @@ import torch
 
 pytest.importorskip("torchode")
 
+from _helpers import adaptive_solver_gfe  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from test_flows import integrate, scipy_reference  # noqa: E402
 
@@ -120,22 +121,6 @@ def test_not_differentiable():
 
 # No expected failure: unlike torchdiffeq's adaptive solvers, these pass
 # check_methods_subset_invariance.
-@parametrize_with_checks(
-    [
-        GradientFlowEncoder(
-            n_components=2,
-            hidden_layer_sizes=(8,),
-            solver="torchode-dopri5",
-            rtol=1e-3,
-            atol=1e-5,
-            max_iter=2,
-            flow_tol=1e-2,
-            random_state=0,
-            decoder_init="random",
-            init="zeros",
-            early_stopping=False,
-        )
-    ]
-)
+@parametrize_with_checks([adaptive_solver_gfe("torchode-dopri5")])
 def test_sklearn_compatible_torchode_solver(estimator, check):
     check(estimator)

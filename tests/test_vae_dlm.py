@@ -476,18 +476,17 @@ def test_save_and_load_without_pickle(geometry, tmp_path):
 
 
 def test_load_refuses_inconsistent_vae_dlm_files(tmp_path):
-    import json
+    from test_persistence import read_config, write_config
 
     from skgfe import load, save
 
     X, y, *_ = toy_trajectories(n=6)
-    path = save(tiny(max_iter=1).fit(X, y), tmp_path / "model")
-    config_file = tmp_path / "model" / "config.json"
-    config = json.loads(config_file.read_text())
+    folder = save(tiny(max_iter=1).fit(X, y), tmp_path / "model")
+    config = read_config(tmp_path / "model")
     config["fitted"]["n_outputs_"] += 1  # y_mean_ and the decoder disagree now
-    config_file.write_text(json.dumps(config))
+    write_config(tmp_path / "model", config)
     with pytest.raises(ValueError, match="Cannot load the model"):
-        load(path)
+        load(folder)
 
 
 def test_predict_trajectories_after_fitting_on_a_dataframe():

@@ -31,6 +31,21 @@ ACTIVATIONS = {
 ROW_BLOCK = 32
 
 
+@torch.no_grad()
+def reset_linear(layer, generator=None):
+    """Draw ``layer``'s weight and bias from torch's default uniform scheme.
+
+    The values are drawn on the generator's device (a CPU generator for a model on
+    a GPU: torch refuses to fill a CUDA tensor from one) and then copied, so a
+    seed gives the same weights on every device.
+    """
+    bound = 1.0 / math.sqrt(layer.in_features)
+    device = generator.device if generator is not None else layer.weight.device
+    for parameter in (layer.weight, layer.bias):
+        values = torch.empty(parameter.shape, dtype=parameter.dtype, device=device)
+        parameter.copy_(values.uniform_(-bound, bound, generator=generator))
+
+
 def _pad_to_blocks(x):
     """Reshape ``(n, d)`` into ``(n_blocks, ROW_BLOCK, d)``, padding with zeros."""
     n_rows = x.shape[0]
@@ -130,11 +145,8 @@ class MLP(nn.Module):
         state always gives the same network.
         """
         for layer in self.modules():
-            if not isinstance(layer, nn.Linear):
-                continue
-            bound = 1.0 / math.sqrt(layer.in_features)
-            layer.weight.uniform_(-bound, bound, generator=generator)
-            layer.bias.uniform_(-bound, bound, generator=generator)
+            if isinstance(layer, nn.Linear):
+                reset_linear(layer, generator)
 
     def forward(self, x):
         n_rows = x.shape[0]

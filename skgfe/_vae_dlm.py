@@ -5,7 +5,6 @@ it maps an initial condition ``u0`` and a time ``t`` to the solution ``u(., t)``
 through a latent manifold that moves with ``t`` under a steady geometric flow.
 """
 
-import math
 import warnings
 from numbers import Integral, Real
 
@@ -36,6 +35,7 @@ from ._networks import (
     _pad_to_blocks,
     _unpad,
     make_mlp,
+    reset_linear,
 )
 from ._training import run_epochs
 
@@ -68,9 +68,7 @@ class _PosteriorNetwork(torch.nn.Module):
     @torch.no_grad()
     def reset_heads(self, generator):
         for layer in (self.mean_head, self.log_var_head):
-            bound = 1.0 / math.sqrt(layer.in_features)
-            layer.weight.uniform_(-bound, bound, generator=generator)
-            layer.bias.uniform_(-bound, bound, generator=generator)
+            reset_linear(layer, generator)
 
     def forward(self, x):
         # Row blocks, as in the networks, so that a row's result does not depend

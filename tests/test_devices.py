@@ -92,3 +92,20 @@ def test_cuda_spellings_work(device, X):
     model = small(device=device).fit(X)
     assert next(model.decoder_.parameters()).device.type == "cuda"
     assert model.transform(X).shape == (len(X), 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_seed_gives_the_same_initial_weights_on_the_gpu(cls):
+    # The weights are drawn from the CPU generator of random_state, then copied
+    # to the device (torch refuses to fill a CUDA tensor from a CPU generator).
+    weights = {}
+    for device in ("cpu", "cuda"):
+        model = small(cls)
+        model._build_modules(
+            64, torch.Generator().manual_seed(0), torch.float64, device
+        )
+        weights[device] = [p.detach().cpu() for p in model.decoder_.parameters()]
+    for cpu, cuda in zip(weights["cpu"], weights["cuda"], strict=True):
+        assert torch.equal(cpu, cuda)

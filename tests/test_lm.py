@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 import skgfe._flow.dispatch as dispatch
 from skgfe import GradientFlowEncoder
 from skgfe._flow import STATUS_NAMES, ReconstructionObjective, lm_solve, run_flow
+from skgfe._flow.result import CONVERGED
 from skgfe._gfe import TRAINING_MAX_EVALS
 from skgfe._losses import LOSSES
 from skgfe._networks import make_mlp
@@ -233,6 +234,36 @@ def test_lm_solve_stops_at_max_evals():
     # Resuming from the capped codes converges.
     resumed = lm_solve(objective, capped.z, tol=1e-6)
     assert resumed.converged.all()
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, 8, 19])
+def test_lm_solve_iterates_at_most_max_rows_with_the_same_results(max_rows):
+    generator = torch.Generator().manual_seed(1)
+    decoder = make_mlp(
+        2, (8,), 5, "tanh", generator=generator, dtype=torch.float64, skip=True
+    )
+    X = 3 * torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    objective = ReconstructionObjective(decoder, LOSSES["mse"], X)
+    z0 = torch.zeros(40, 2, dtype=torch.float64)
+    X[7] = decoder(z0[:1])[0]  # a sample whose start is already its code
+    everything = lm_solve(objective, z0, tol=1e-6)
+    # Samples stop after different numbers of evaluations, so waiting samples
+    # join the running ones mid-way.
+    assert len(set(everything.n_evals.tolist())) > 3
+    assert everything.n_evals[7] == 1 and everything.status[7] == CONVERGED
+    sizes = []
+    evaluate = objective.gauss_newton
+
+    def recording(z, rows):
+        sizes.append(len(rows))
+        return evaluate(z, rows)
+
+    objective.gauss_newton = recording
+    bounded = lm_solve(objective, z0, tol=1e-6, max_rows=max_rows)
+    assert max(sizes) <= max_rows and sum(sizes) == int(everything.n_evals.sum())
+    torch.testing.assert_close(bounded.z, everything.z, rtol=0, atol=1e-12)
+    for name in ("n_steps", "n_evals", "status"):
+        assert torch.equal(getattr(bounded, name), getattr(everything, name)), name
 
 
 def test_lm_refuses_a_non_finite_start():

@@ -4,12 +4,12 @@ from .amd import amd_flow
 from .fields import GradientField, NesterovField
 from .lm import lm_solve
 from .objective import ReconstructionObjective
-from .result import concatenate_results
 from .torchdiffeq_solvers import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, odeint_flow
 from .torchode_solvers import TORCHODE_SOLVERS, torchode_flow
 
 FLOWS = {"gradient": GradientField, "nesterov": NesterovField}
-# Rows solved at once by 'lm' (each carries a Jacobian of n_components x n_features).
+# Most rows 'lm' iterates at once (each carries a Jacobian of n_components x
+# n_features while it is evaluated).
 LM_CHUNK_ROWS = 1024
 SOLVERS = ("lm", "amd", *FIXED_GRID_SOLVERS, *ADAPTIVE_SOLVERS, *TORCHODE_SOLVERS)
 
@@ -49,19 +49,14 @@ def run_flow(
                 "solver='lm' is not differentiable: use solver='amd' or a "
                 "torchdiffeq solver for adjoint training."
             )
-        # Rows are independent: solving in chunks bounds the memory of the
-        # Jacobians without changing any code.
-        results = [
-            lm_solve(
-                ReconstructionObjective(decoder, loss, X[i : i + LM_CHUNK_ROWS]),
-                z0[i : i + LM_CHUNK_ROWS],
-                tol=tol,
-                max_steps=max_steps,
-                max_evals=max_evals,
-            )
-            for i in range(0, len(X), LM_CHUNK_ROWS)
-        ]
-        return concatenate_results(results)
+        return lm_solve(
+            ReconstructionObjective(decoder, loss, X),
+            z0,
+            tol=tol,
+            max_steps=max_steps,
+            max_evals=max_evals,
+            max_rows=LM_CHUNK_ROWS,
+        )
     if solver == "amd":
         objective = ReconstructionObjective(
             decoder, loss, X, create_graph=differentiable

@@ -21,6 +21,12 @@ depend on its batch mates. A sample stops once the norm of its gradient is at mo
 ``tol`` (the flow's own criterion), when no step lowers its loss any more at
 working precision ('stalled'), or after ``max_steps`` accepted steps.
 
+At most ``max_rows`` samples are iterated at once (each carries its Gauss-Newton
+matrix, and its Jacobian while it is evaluated); the others wait in order and take
+the places of samples that stop. A few slow samples then share their iterations
+with the next ones instead of running on alone at the end of every chunk, whose
+iterations cost per-call overhead more than arithmetic.
+
 References
 ----------
 K. Madsen, H. B. Nielsen, O. Tingleff. "Methods for non-linear least squares
@@ -45,7 +51,7 @@ INITIAL_DAMPING = 1e-3
 MIN_DAMPING = 1e-12
 
 
-def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None):
+def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_rows=None):
     """Find a stationary code of every sample by per-sample Levenberg-Marquardt.
 
     Parameters
@@ -64,6 +70,9 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None):
         Largest number of evaluations per sample (the first one included); a
         sample that uses them up stops with the status 'max_steps'. Training
         uses it for an inexact solve from warm-started codes.
+    max_rows : int or None
+        Largest number of samples iterated at once (None: all); it bounds the
+        memory, not the results.
 
     Returns
     -------
@@ -73,98 +82,179 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None):
     """
     n_samples, k = z0.shape
     device, dtype = z0.device, z0.dtype
-    all_rows = torch.arange(n_samples, device=device)
-    z_all = z0.detach().clone()
-    loss, grad, gn = objective.gauss_newton(z_all, all_rows)
-    require_finite_start(loss, grad)
-    grad_norm = torch.linalg.vector_norm(grad, dim=1)
-    loss_all, grad_norm_all = loss.clone(), grad_norm.clone()
-    n_steps_all = torch.zeros(n_samples, dtype=torch.long, device=device)
-    n_evals_all = torch.ones(n_samples, dtype=torch.long, device=device)
-    status_all = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
-    status_all[grad_norm <= tol] = CONVERGED
-
-    # The running samples' state, compacted: rows leave it when they stop, so an
-    # iteration touches only running rows and scatters nothing until one stops.
-    running = status_all == RUNNING
-    rows = all_rows[running]
-    z, loss, grad, gn = z_all[running], loss[running], grad[running], gn[running]
-    grad_norm = grad_norm[running]
-    eye = torch.eye(k, dtype=dtype, device=device)
-    scale = gn.diagonal(dim1=1, dim2=2).amax(dim=1).clamp(min=torch.finfo(dtype).tiny)
-    mu = INITIAL_DAMPING * scale
-    nu = torch.full_like(mu, 2.0)
-    n_steps = torch.zeros_like(rows)
-    n_evals = torch.ones_like(rows)
-    eps = torch.finfo(dtype).eps
-
-    while rows.numel():
-        damped = gn + mu[:, None, None] * eye
-        factor, info = torch.linalg.cholesky_ex(damped)
-        factored = info == 0
-        # A failed factorisation (rounding where the damping is tiny) counts as a
-        # rejected trial; the identity stands in so that the solve stays finite.
-        factor = torch.where(factored[:, None, None], factor, eye)
-        delta = -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
-        # Decrease predicted by the damped quadratic model, > 0 for delta != 0.
-        predicted = 0.5 * (delta * (mu[:, None] * delta - grad)).sum(dim=1)
-        z_try = z + delta
-        loss_try, grad_try, gn_try = objective.gauss_newton(z_try, rows)
-        n_evals += 1
-        decrease = loss - loss_try
-        finite = torch.isfinite(loss_try) & torch.isfinite(grad_try).all(dim=1)
-        accept = factored & finite & (decrease > 0) & (predicted > 0)
-        rho = torch.where(accept, decrease / predicted, torch.zeros_like(decrease))
-        # No step lowers the loss and this one was already at rounding level of
-        # the code: the loss is flat to working precision.
-        flat = factored & (
-            torch.linalg.vector_norm(delta, dim=1)
-            <= 4 * eps * (torch.linalg.vector_norm(z, dim=1) + 1.0)
-        )
-
-        z = torch.where(accept[:, None], z_try, z)
-        loss = torch.where(accept, loss_try, loss)
-        grad = torch.where(accept[:, None], grad_try, grad)
-        gn = torch.where(accept[:, None, None], gn_try, gn)
-        grad_norm = torch.where(
-            accept, torch.linalg.vector_norm(grad_try, dim=1), grad_norm
-        )
-        n_steps += accept
-        shrink = (1 - (2 * rho - 1) ** 3).clamp(min=1.0 / 3.0)
-        mu = torch.where(
-            accept, torch.maximum(mu * shrink, MIN_DAMPING * scale), mu * nu
-        )
-        nu = torch.where(accept, torch.full_like(nu, 2.0), nu * 2.0)
-
-        stalled = ~accept & (flat | ~torch.isfinite(mu))
-        out_of_budget = accept & (n_steps >= max_steps)
-        if max_evals is not None:
-            out_of_budget |= ~stalled & (n_evals >= max_evals)
-        status = torch.where(stalled, STALLED, RUNNING)
-        status = torch.where(out_of_budget, MAX_STEPS, status)
-        status = torch.where(accept & (grad_norm <= tol), CONVERGED, status)
-        stopped = status != RUNNING
-        if not stopped.any():
-            continue
-        done = rows[stopped]
-        z_all[done] = z[stopped]
-        loss_all[done] = loss[stopped]
-        grad_norm_all[done] = grad_norm[stopped]
-        n_steps_all[done] = n_steps[stopped]
-        n_evals_all[done] = n_evals[stopped]
-        status_all[done] = status[stopped]
-        keep = ~stopped
-        rows, z, loss, grad, gn = rows[keep], z[keep], loss[keep], grad[keep], gn[keep]
-        grad_norm, mu, nu, scale = grad_norm[keep], mu[keep], nu[keep], scale[keep]
-        n_steps, n_evals = n_steps[keep], n_evals[keep]
-
-    return FlowResult(
-        z=z_all,
-        loss=loss_all,
-        grad_norm=grad_norm_all,
-        n_steps=n_steps_all,
-        n_evals=n_evals_all,
-        status=status_all,
+    max_rows = n_samples if max_rows is None else max(1, max_rows)
+    out = FlowResult(
+        z=z0.detach().clone(),
+        loss=torch.full((n_samples,), float("nan"), dtype=dtype, device=device),
+        grad_norm=torch.full((n_samples,), float("nan"), dtype=dtype, device=device),
+        n_steps=torch.zeros(n_samples, dtype=torch.long, device=device),
+        n_evals=torch.zeros(n_samples, dtype=torch.long, device=device),
+        status=torch.full((n_samples,), RUNNING, dtype=torch.long, device=device),
         t=torch.full((n_samples,), float("nan"), dtype=dtype, device=device),
         tol=tol,
     )
+    eye = torch.eye(k, dtype=dtype, device=device)
+    eps = torch.finfo(dtype).eps
+    running = None
+    n_waiting = n_samples
+
+    while running is not None or n_waiting:
+        n_running = 0 if running is None else len(running.rows)
+        # Waiting samples join in groups of at least a quarter of max_rows (or
+        # all that are left), so that admitting them costs few extra calls.
+        n_new = min(max_rows - n_running, n_waiting)
+        if n_new < min(max_rows // 4, n_waiting):
+            n_new = 0
+        if n_new:
+            first = n_samples - n_waiting
+            new_rows = torch.arange(first, first + n_new, device=device)
+            n_waiting -= n_new
+
+        if running is not None:
+            delta, predicted, factored = _damped_step(running, eye)
+            z_try = running.z + delta
+            rows = torch.cat([running.rows, new_rows]) if n_new else running.rows
+            z_eval = torch.cat([z_try, out.z[new_rows]]) if n_new else z_try
+        else:
+            rows, z_eval = new_rows, out.z[new_rows]
+        loss, grad, gn = objective.gauss_newton(z_eval, rows)
+
+        if running is not None:
+            m = n_running
+            running = _update(
+                running,
+                delta,
+                predicted,
+                factored,
+                (z_try, loss[:m], grad[:m], gn[:m]),
+                out,
+                tol=tol,
+                max_steps=max_steps,
+                max_evals=max_evals,
+                eps=eps,
+            )
+            loss, grad, gn = loss[m:], grad[m:], gn[m:]
+        if n_new:
+            joined = _admit(new_rows, out.z[new_rows], loss, grad, gn, out, tol)
+            running = joined if running is None else running.extend(joined)
+        if running is not None and not len(running.rows):
+            running = None
+    return out
+
+
+class _Running:
+    """The state of the samples being iterated, one row each (compacted)."""
+
+    FIELDS = ("rows", "z", "loss", "grad", "gn", "grad_norm", "mu", "nu", "scale")
+    COUNTERS = ("n_steps", "n_evals")
+
+    def __init__(self, **tensors):
+        for name, tensor in tensors.items():
+            setattr(self, name, tensor)
+
+    def select(self, keep):
+        names = self.FIELDS + self.COUNTERS
+        return _Running(**{name: getattr(self, name)[keep] for name in names})
+
+    def extend(self, other):
+        names = self.FIELDS + self.COUNTERS
+        return _Running(
+            **{
+                name: torch.cat([getattr(self, name), getattr(other, name)])
+                for name in names
+            }
+        )
+
+
+def _admit(rows, z, loss, grad, gn, out, tol):
+    """Start the samples ``rows`` from their first evaluation; return the running."""
+    require_finite_start(loss, grad)
+    grad_norm = torch.linalg.vector_norm(grad, dim=1)
+    out.loss[rows], out.grad_norm[rows] = loss, grad_norm
+    out.n_evals[rows] = 1
+    done = grad_norm <= tol
+    out.status[rows[done]] = CONVERGED
+    keep = ~done
+    scale = gn[keep].diagonal(dim1=1, dim2=2).amax(dim=1)
+    scale = scale.clamp(min=torch.finfo(z.dtype).tiny)
+    n_kept = len(scale)
+    return _Running(
+        rows=rows[keep],
+        z=z[keep],
+        loss=loss[keep],
+        grad=grad[keep],
+        gn=gn[keep],
+        grad_norm=grad_norm[keep],
+        mu=INITIAL_DAMPING * scale,
+        nu=torch.full_like(scale, 2.0),
+        scale=scale,
+        n_steps=torch.zeros(n_kept, dtype=torch.long, device=z.device),
+        n_evals=torch.ones(n_kept, dtype=torch.long, device=z.device),
+    )
+
+
+def _damped_step(s, eye):
+    """Each sample's damped Gauss-Newton step, its predicted decrease, and
+    whether the damped matrix could be factorised."""
+    damped = s.gn + s.mu[:, None, None] * eye
+    factor, info = torch.linalg.cholesky_ex(damped)
+    factored = info == 0
+    # A failed factorisation (rounding where the damping is tiny) counts as a
+    # rejected trial; the identity stands in so that the solve stays finite.
+    factor = torch.where(factored[:, None, None], factor, eye)
+    delta = -torch.cholesky_solve(s.grad.unsqueeze(-1), factor).squeeze(-1)
+    # Decrease predicted by the damped quadratic model, > 0 for delta != 0.
+    predicted = 0.5 * (delta * (s.mu[:, None] * delta - s.grad)).sum(dim=1)
+    return delta, predicted, factored
+
+
+def _update(
+    s, delta, predicted, factored, trial, out, *, tol, max_steps, max_evals, eps
+):
+    """Accept or reject each sample's trial, adapt its damping, retire the
+    samples that stop (into ``out``); return the samples still running."""
+    z_try, loss_try, grad_try, gn_try = trial
+    s.n_evals += 1
+    decrease = s.loss - loss_try
+    finite = torch.isfinite(loss_try) & torch.isfinite(grad_try).all(dim=1)
+    accept = factored & finite & (decrease > 0) & (predicted > 0)
+    rho = torch.where(accept, decrease / predicted, torch.zeros_like(decrease))
+    # No step lowers the loss and this one was already at rounding level of
+    # the code: the loss is flat to working precision.
+    flat = factored & (
+        torch.linalg.vector_norm(delta, dim=1)
+        <= 4 * eps * (torch.linalg.vector_norm(s.z, dim=1) + 1.0)
+    )
+
+    s.z = torch.where(accept[:, None], z_try, s.z)
+    s.loss = torch.where(accept, loss_try, s.loss)
+    s.grad = torch.where(accept[:, None], grad_try, s.grad)
+    s.gn = torch.where(accept[:, None, None], gn_try, s.gn)
+    s.grad_norm = torch.where(
+        accept, torch.linalg.vector_norm(grad_try, dim=1), s.grad_norm
+    )
+    s.n_steps += accept
+    shrink = (1 - (2 * rho - 1) ** 3).clamp(min=1.0 / 3.0)
+    s.mu = torch.where(
+        accept, torch.maximum(s.mu * shrink, MIN_DAMPING * s.scale), s.mu * s.nu
+    )
+    s.nu = torch.where(accept, torch.full_like(s.nu, 2.0), s.nu * 2.0)
+
+    stalled = ~accept & (flat | ~torch.isfinite(s.mu))
+    out_of_budget = accept & (s.n_steps >= max_steps)
+    if max_evals is not None:
+        out_of_budget |= ~stalled & (s.n_evals >= max_evals)
+    status = torch.where(stalled, STALLED, RUNNING)
+    status = torch.where(out_of_budget, MAX_STEPS, status)
+    status = torch.where(accept & (s.grad_norm <= tol), CONVERGED, status)
+    stopped = status != RUNNING
+    if not stopped.any():
+        return s
+    done = s.rows[stopped]
+    out.z[done] = s.z[stopped]
+    out.loss[done] = s.loss[stopped]
+    out.grad_norm[done] = s.grad_norm[stopped]
+    out.n_steps[done] = s.n_steps[stopped]
+    out.n_evals[done] = s.n_evals[stopped]
+    out.status[done] = status[stopped]
+    return s.select(~stopped)

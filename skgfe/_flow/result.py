@@ -57,17 +57,6 @@ class FlowResult:
         return (self.status == CONVERGED) | precise_enough
 
 
-def concatenate_results(results):
-    """One :class:`FlowResult` of the rows of several, in order."""
-    if len(results) == 1:
-        return results[0]
-    fields = ("z", "loss", "grad_norm", "n_steps", "n_evals", "status", "t")
-    return FlowResult(
-        **{f: torch.cat([getattr(r, f) for r in results]) for f in fields},
-        tol=results[0].tol,
-    )
-
-
 def require_finite_start(loss, grad):
     """Raise when the loss or its gradient at the initial codes is not finite."""
     if not (torch.isfinite(loss).all() and torch.isfinite(grad).all()):

@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import skgfe._flow.dispatch as dispatch
 from skgfe import GradientFlowEncoder
 
 
@@ -318,7 +319,10 @@ def test_cuda_request_without_cuda_is_a_clear_error(digits_split):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu(digits_split):
+@pytest.mark.parametrize("lm_rows", [None, 7])
+def test_cuda_matches_cpu(digits_split, lm_rows, monkeypatch):
+    if lm_rows is not None:  # waiting samples join the running ones on the GPU too
+        monkeypatch.setattr(dispatch, "LM_CHUNK_ROWS", lm_rows)
     X_pool, X_test = digits_split
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

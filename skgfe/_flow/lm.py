@@ -145,23 +145,35 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_row
 class _Running:
     """The state of the samples being iterated, one row each (compacted)."""
 
-    FIELDS = ("rows", "z", "loss", "grad", "gn", "grad_norm", "mu", "nu", "scale")
-    COUNTERS = ("n_steps", "n_evals")
+    NAMES = (
+        "rows",
+        "z",
+        "loss",
+        "grad",
+        "gn",
+        "grad_norm",
+        "mu",
+        "nu",
+        "min_mu",
+        "n_steps",
+        "n_evals",
+    )
 
     def __init__(self, **tensors):
         for name, tensor in tensors.items():
             setattr(self, name, tensor)
 
-    def select(self, keep):
-        names = self.FIELDS + self.COUNTERS
-        return _Running(**{name: getattr(self, name)[keep] for name in names})
+    def take(self, index):
+        """The samples at the positions ``index`` (a tensor of indices)."""
+        return _Running(
+            **{name: getattr(self, name).index_select(0, index) for name in self.NAMES}
+        )
 
     def extend(self, other):
-        names = self.FIELDS + self.COUNTERS
         return _Running(
             **{
                 name: torch.cat([getattr(self, name), getattr(other, name)])
-                for name in names
+                for name in self.NAMES
             }
         )
 
@@ -187,7 +199,7 @@ def _admit(rows, z, loss, grad, gn, out, tol):
         grad_norm=grad_norm[keep],
         mu=INITIAL_DAMPING * scale,
         nu=torch.full_like(scale, 2.0),
-        scale=scale,
+        min_mu=MIN_DAMPING * scale,
         n_steps=torch.zeros(n_kept, dtype=torch.long, device=z.device),
         n_evals=torch.ones(n_kept, dtype=torch.long, device=z.device),
     )
@@ -216,9 +228,12 @@ def _update(
     z_try, loss_try, grad_try, gn_try = trial
     s.n_evals += 1
     decrease = s.loss - loss_try
-    finite = torch.isfinite(loss_try) & torch.isfinite(grad_try).all(dim=1)
-    accept = factored & finite & (decrease > 0) & (predicted > 0)
-    rho = torch.where(accept, decrease / predicted, torch.zeros_like(decrease))
+    grad_norm_try = torch.linalg.vector_norm(grad_try, dim=1)
+    # A trial loss that is NaN or infinite gives no decrease > 0, a gradient
+    # that is not finite no finite norm: both trials are rejected.
+    accept = factored & (decrease > 0) & (predicted > 0) & torch.isfinite(grad_norm_try)
+    # Gain ratio; only used where the trial is accepted.
+    rho = decrease / predicted
     # No step lowers the loss and this one was already at rounding level of
     # the code: the loss is flat to working precision.
     flat = factored & (
@@ -230,31 +245,28 @@ def _update(
     s.loss = torch.where(accept, loss_try, s.loss)
     s.grad = torch.where(accept[:, None], grad_try, s.grad)
     s.gn = torch.where(accept[:, None, None], gn_try, s.gn)
-    s.grad_norm = torch.where(
-        accept, torch.linalg.vector_norm(grad_try, dim=1), s.grad_norm
-    )
+    s.grad_norm = torch.where(accept, grad_norm_try, s.grad_norm)
     s.n_steps += accept
     shrink = (1 - (2 * rho - 1) ** 3).clamp(min=1.0 / 3.0)
-    s.mu = torch.where(
-        accept, torch.maximum(s.mu * shrink, MIN_DAMPING * s.scale), s.mu * s.nu
-    )
-    s.nu = torch.where(accept, torch.full_like(s.nu, 2.0), s.nu * 2.0)
+    s.mu = torch.where(accept, torch.maximum(s.mu * shrink, s.min_mu), s.mu * s.nu)
+    s.nu = (s.nu * 2.0).masked_fill_(accept, 2.0)
 
     stalled = ~accept & (flat | ~torch.isfinite(s.mu))
     out_of_budget = accept & (s.n_steps >= max_steps)
     if max_evals is not None:
         out_of_budget |= ~stalled & (s.n_evals >= max_evals)
-    status = torch.where(stalled, STALLED, RUNNING)
-    status = torch.where(out_of_budget, MAX_STEPS, status)
-    status = torch.where(accept & (s.grad_norm <= tol), CONVERGED, status)
-    stopped = status != RUNNING
+    converged = accept & (s.grad_norm <= tol)
+    stopped = stalled | out_of_budget | converged
     if not stopped.any():
         return s
-    done = s.rows[stopped]
-    out.z[done] = s.z[stopped]
-    out.loss[done] = s.loss[stopped]
-    out.grad_norm[done] = s.grad_norm[stopped]
-    out.n_steps[done] = s.n_steps[stopped]
-    out.n_evals[done] = s.n_evals[stopped]
-    out.status[done] = status[stopped]
-    return s.select(~stopped)
+    # Index tensors, computed once: masks would search the rows again for every
+    # state tensor, and at a few rows that search is what an iteration costs.
+    done = stopped.nonzero().squeeze(1)
+    status = torch.where(stalled, STALLED, RUNNING)
+    status = torch.where(out_of_budget, MAX_STEPS, status)
+    status = torch.where(converged, CONVERGED, status)
+    rows = s.rows.index_select(0, done)
+    for name in ("z", "loss", "grad_norm", "n_steps", "n_evals"):
+        getattr(out, name).index_copy_(0, rows, getattr(s, name).index_select(0, done))
+    out.status.index_copy_(0, rows, status.index_select(0, done))
+    return s.take((~stopped).nonzero().squeeze(1))

@@ -33,7 +33,7 @@ import math
 import torch
 
 from .._losses import LOSSES
-from .._networks import MLP, ModifiedMLP, _affine, _pad_to_blocks
+from .._networks import MLP, ModifiedMLP, _pad_to_blocks
 
 _SQRT_2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -73,37 +73,88 @@ def supports_explicit_derivatives(decoder, loss):
     return exact_gelu and decoder.activation in _ACTIVATION_DERIVATIVES
 
 
-def _forward(decoder, z):
+class DecoderPlan:
+    """A decoder's weights as plain tensors, for the derivatives of one solve.
+
+    Reading a parameter through ``nn.Module`` attribute and ``ModuleList``
+    lookups costs microseconds each time, which at the few rows of a solve's
+    later iterations is a noticeable part of an evaluation. A plan reads them
+    once; the weights must not change while it is in use (a solve, during
+    which the decoder is fixed). It also keeps the transposed weights in the
+    Jacobian's dtype, made on first use.
+    """
+
+    @torch.no_grad()
+    def __init__(self, decoder):
+        def affine(layer):
+            return layer.weight, layer.weight.T, layer.bias
+
+        self.activation = decoder.activation
+        self.act = decoder.act.forward
+        self.layers = [affine(layer) for layer in decoder.layers]
+        self.skip = None if decoder.skip is None else affine(decoder.skip)
+        gates = getattr(decoder, "gates", ())
+        self.gates = [affine(gate) for gate in gates] if len(gates) else None
+        self._transposed = {}
+
+    @torch.no_grad()
+    def transposed(self, dtype):
+        """Transposed weights in ``dtype``: gates, layers, skip (first ones
+        contiguous, as broadcasting a transposed view is several times slower)."""
+        if dtype not in self._transposed:
+
+            def cast(affine, contiguous=False):
+                weight_t = affine[1].to(dtype)
+                return weight_t.contiguous() if contiguous else weight_t
+
+            first = self.gates is None
+            self._transposed[dtype] = (
+                None if first else [cast(g, contiguous=True) for g in self.gates],
+                [cast(a, contiguous=i == 0) for i, a in enumerate(self.layers)],
+                None if self.skip is None else cast(self.skip),
+            )
+        return self._transposed[dtype]
+
+
+def _plan(decoder):
+    return decoder if isinstance(decoder, DecoderPlan) else DecoderPlan(decoder)
+
+
+def _apply(h, affine):
+    """An affine map ``(weight, weight.T, bias)`` on row blocks ``(b, R, d)``."""
+    return torch.matmul(h, affine[1]) + affine[2]
+
+
+def _forward(plan, z):
     """Decoder output over row blocks ``(b, R, p)``, and the cache for derivatives."""
-    act, name = decoder.act, decoder.activation
+    act, name, layers = plan.act, plan.activation, plan.layers
     h0 = _pad_to_blocks(z)
-    layers = decoder.layers
     last = len(layers) - 1
     cache = {"hidden": []}
     h = h0
-    if isinstance(decoder, ModifiedMLP) and len(decoder.gates):
-        pre_u, pre_v = _affine(h0, decoder.gates[0]), _affine(h0, decoder.gates[1])
+    if plan.gates is not None:
+        pre_u, pre_v = _apply(h0, plan.gates[0]), _apply(h0, plan.gates[1])
         u, v = act(pre_u), act(pre_v)
         du = _activation_derivative(name, pre_u, u)
         dv = _activation_derivative(name, pre_v, v)
         cache["gates"] = (u, v, du, dv)
         for i in range(last):
-            pre = _affine(h, layers[i])
+            pre = _apply(h, layers[i])
             gate = act(pre)
             cache["hidden"].append((gate, _activation_derivative(name, pre, gate)))
             h = (1 - gate) * u + gate * v
     else:
         for i in range(last):
-            pre = _affine(h, layers[i])
+            pre = _apply(h, layers[i])
             h = act(pre)
             cache["hidden"].append((None, _activation_derivative(name, pre, h)))
-    output = _affine(h, layers[last])
-    if decoder.skip is not None:
-        output = output + _affine(h0, decoder.skip)
+    output = _apply(h, layers[last])
+    if plan.skip is not None:
+        output = output + _apply(h0, plan.skip)
     return output, cache
 
 
-def _jacobian(decoder, cache, shape, dtype):
+def _jacobian(plan, cache, shape, dtype):
     """Jacobians ``dD/dz`` of all rows, ``(b, R, k, p)`` (row ``j`` is ``dD/dz_j``).
 
     Forward mode from the cache of :func:`_forward`: the ``k`` tangent directions
@@ -111,48 +162,42 @@ def _jacobian(decoder, cache, shape, dtype):
     its weights (the input's tangents are the identity), so no product is spent
     on them.
     """
+    gates_t, layers_t, skip_t = plan.transposed(dtype)
 
-    def weight_t(layer):
-        return layer.weight.T.to(dtype)
-
-    def push(t_h, layer):
+    def push(t_h, weight_t):
         # Tangents through a linear layer; None stands for the identity. The
         # transposed view makes torch multiply every row's tangents by its own
         # (batched) product, whose rounding does not depend on the row's
-        # position; the first layer's weights are made contiguous instead, as
-        # broadcasting a transposed view is several times slower.
-        if t_h is None:
-            return weight_t(layer).contiguous()
-        return t_h @ weight_t(layer)
+        # position.
+        return weight_t if t_h is None else t_h @ weight_t
 
     def cast(t):
         return t.to(dtype).unsqueeze(-2)
 
-    layers = decoder.layers
-    last = len(layers) - 1
+    last = len(layers_t) - 1
     t_h = None
     if "gates" in cache:
         u, v, du, dv = (cast(t) for t in cache["gates"])
-        t_u = push(None, decoder.gates[0]) * du
-        t_v = push(None, decoder.gates[1]) * dv
+        t_u = gates_t[0] * du
+        t_v = gates_t[1] * dv
         for i in range(last):
             gate, dgate = (cast(t) for t in cache["hidden"][i])
-            t_gate = push(t_h, layers[i]) * dgate
+            t_gate = push(t_h, layers_t[i]) * dgate
             t_h = t_u + t_gate * (v - u) + gate * (t_v - t_u)
     else:
         for i in range(last):
-            t_h = push(t_h, layers[i]) * cast(cache["hidden"][i][1])
-    t_out = push(t_h, layers[last])
-    if decoder.skip is not None:
-        t_out = t_out + weight_t(decoder.skip)
+            t_h = push(t_h, layers_t[i]) * cast(cache["hidden"][i][1])
+    t_out = push(t_h, layers_t[last])
+    if skip_t is not None:
+        t_out = t_out + skip_t
     return t_out.expand(*shape)
 
 
-def _reverse(decoder, cache, g_out):
+def _reverse(plan, cache, g_out):
     """Gradient in the input ``z`` (blocks) of ``<g_out, D(z)>``, by the chain rule."""
-    layers = decoder.layers
+    layers = plan.layers
     last = len(layers) - 1
-    g_h = g_out @ layers[last].weight
+    g_h = g_out @ layers[last][0]
     if "gates" in cache:
         u, v, du, dv = cache["gates"]
         g_u = torch.zeros_like(u)
@@ -162,18 +207,14 @@ def _reverse(decoder, cache, g_out):
             gate, dgate = cache["hidden"][i]
             g_u = g_u + g_h * (1 - gate)
             g_v = g_v + g_h * gate
-            g_h = ((g_h * diff) * dgate) @ layers[i].weight
-        g_z = (
-            g_h
-            + (g_u * du) @ decoder.gates[0].weight
-            + (g_v * dv) @ decoder.gates[1].weight
-        )
+            g_h = ((g_h * diff) * dgate) @ layers[i][0]
+        g_z = g_h + (g_u * du) @ plan.gates[0][0] + (g_v * dv) @ plan.gates[1][0]
     else:
         for i in range(last - 1, -1, -1):
-            g_h = (g_h * cache["hidden"][i][1]) @ layers[i].weight
+            g_h = (g_h * cache["hidden"][i][1]) @ layers[i][0]
         g_z = g_h
-    if decoder.skip is not None:
-        g_z = g_z + g_out @ decoder.skip.weight
+    if plan.skip is not None:
+        g_z = g_z + g_out @ plan.skip[0]
     return g_z
 
 
@@ -206,10 +247,11 @@ def loss_and_gradient(decoder, loss, z, X):
     Equal (to rounding) to ``autograd.grad(loss(decoder(z), X).sum(), z)``.
     """
     n_rows = z.shape[0]
+    plan = _plan(decoder)
     with torch.no_grad():
-        output, cache = _forward(decoder, z)
+        output, cache = _forward(plan, z)
         values, g_out, _ = _loss_terms(loss, output, X)
-        grad = _reverse(decoder, cache, g_out)
+        grad = _reverse(plan, cache, g_out)
     return _rows(values, n_rows), _rows(grad, n_rows)
 
 
@@ -229,11 +271,12 @@ def loss_gradient_and_gauss_newton(decoder, loss, z, X, jacobian_dtype=None):
     """
     n_rows, k = z.shape
     dtype = z.dtype if jacobian_dtype is None else jacobian_dtype
+    plan = _plan(decoder)
     with torch.no_grad():
-        output, cache = _forward(decoder, z)
+        output, cache = _forward(plan, z)
         values, g_out, weights = _loss_terms(loss, output, X)
-        grad = _reverse(decoder, cache, g_out)
-        jac = _jacobian(decoder, cache, (*output.shape[:2], k, output.shape[-1]), dtype)
+        grad = _reverse(plan, cache, g_out)
+        jac = _jacobian(plan, cache, (*output.shape[:2], k, output.shape[-1]), dtype)
         if weights is None:
             gn = (2.0 / output.shape[-1]) * (jac @ jac.transpose(-1, -2))
         else:

@@ -3,6 +3,7 @@
 import torch
 
 from .derivatives import (
+    DecoderPlan,
     loss_and_gradient,
     loss_gradient_and_gauss_newton,
     supports_explicit_derivatives,
@@ -53,11 +54,13 @@ class ReconstructionObjective:
         self.explicit = not create_graph and supports_explicit_derivatives(
             decoder, loss
         )
+        # The decoder is fixed while an objective is in use (one solve).
+        self.plan = DecoderPlan(decoder) if self.explicit else None
 
     def __call__(self, z, rows=None):
         x = self.X if rows is None else self.X[rows]
         if self.explicit:
-            return loss_and_gradient(self.decoder, self.loss, z.detach(), x)
+            return loss_and_gradient(self.plan, self.loss, z.detach(), x)
         with torch.enable_grad():
             if self.create_graph and z.requires_grad:
                 z_in = z
@@ -86,5 +89,5 @@ class ReconstructionObjective:
             )
         x = self.X if rows is None else self.X[rows]
         return loss_gradient_and_gauss_newton(
-            self.decoder, self.loss, z.detach(), x, jacobian_dtype=JACOBIAN_DTYPE
+            self.plan, self.loss, z.detach(), x, jacobian_dtype=JACOBIAN_DTYPE
         )

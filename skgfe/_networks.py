@@ -48,10 +48,9 @@ def reset_linear(layer, generator=None):
 
 def _pad_to_blocks(x):
     """Reshape ``(n, d)`` into ``(n_blocks, ROW_BLOCK, d)``, padding with zeros."""
-    n_rows = x.shape[0]
-    n_pad = (-n_rows) % ROW_BLOCK
+    n_pad = (-x.shape[0]) % ROW_BLOCK
     if n_pad:
-        x = torch.cat([x, x.new_zeros((n_pad, x.shape[1]))])
+        x = nn.functional.pad(x, (0, 0, 0, n_pad))
     return x.view(-1, ROW_BLOCK, x.shape[1])
 
 

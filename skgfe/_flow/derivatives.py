@@ -121,8 +121,9 @@ def _plan(decoder):
 
 
 def _apply(h, affine):
-    """An affine map ``(weight, weight.T, bias)`` on row blocks ``(b, R, d)``."""
-    return torch.matmul(h, affine[1]) + affine[2]
+    """An affine map ``(weight, weight.T, bias)`` on row blocks ``(b, R, d)``
+    (the bias added in place: the product is a new tensor)."""
+    return torch.matmul(h, affine[1]).add_(affine[2])
 
 
 def _forward(plan, z):
@@ -150,7 +151,7 @@ def _forward(plan, z):
             cache["hidden"].append((None, _activation_derivative(name, pre, h)))
     output = _apply(h, layers[last])
     if plan.skip is not None:
-        output = output + _apply(h0, plan.skip)
+        output.add_(_apply(h0, plan.skip))
     return output, cache
 
 
@@ -189,7 +190,8 @@ def _jacobian(plan, cache, shape, dtype):
             t_h = push(t_h, layers_t[i]) * cast(cache["hidden"][i][1])
     t_out = push(t_h, layers_t[last])
     if skip_t is not None:
-        t_out = t_out + skip_t
+        # In place unless t_out is the cached first-layer weight itself.
+        t_out = t_out + skip_t if t_h is None else t_out.add_(skip_t)
     return t_out.expand(*shape)
 
 
@@ -214,7 +216,7 @@ def _reverse(plan, cache, g_out):
             g_h = (g_h * cache["hidden"][i][1]) @ layers[i][0]
         g_z = g_h
     if plan.skip is not None:
-        g_z = g_z + g_out @ plan.skip[0]
+        g_z = g_z.add_(g_out @ plan.skip[0])
     return g_z
 
 

@@ -211,14 +211,19 @@ def test_lm_and_amd_find_the_same_codes_for_most_samples(fitted):
         assert np.median(info_lm["n_evals"]) < np.median(info_amd["n_evals"]) / 5
 
 
-def test_lm_solve_stops_at_max_evals():
-    generator = torch.Generator().manual_seed(0)
+def tanh_problem(seed, n_rows):
+    """A small tanh decoder with a skip path, samples around it, zero starts."""
+    generator = torch.Generator().manual_seed(seed)
     decoder = make_mlp(
         2, (8,), 5, "tanh", generator=generator, dtype=torch.float64, skip=True
     )
-    X = 3 * torch.randn(20, 5, generator=generator, dtype=torch.float64)
+    X = 3 * torch.randn(n_rows, 5, generator=generator, dtype=torch.float64)
+    return decoder, X, torch.zeros(n_rows, 2, dtype=torch.float64)
+
+
+def test_lm_solve_stops_at_max_evals():
+    decoder, X, z0 = tanh_problem(seed=0, n_rows=20)
     objective = ReconstructionObjective(decoder, LOSSES["mse"], X)
-    z0 = torch.zeros(20, 2, dtype=torch.float64)
     # tol=1e-6: far tighter and the loss of these samples is flat to rounding
     # before the gradient gets there ('stalled').
     full = lm_solve(objective, z0, tol=1e-6)
@@ -238,13 +243,8 @@ def test_lm_solve_stops_at_max_evals():
 
 @pytest.mark.parametrize("max_rows", [1, 3, 8, 19])
 def test_lm_solve_iterates_at_most_max_rows_with_the_same_results(max_rows):
-    generator = torch.Generator().manual_seed(1)
-    decoder = make_mlp(
-        2, (8,), 5, "tanh", generator=generator, dtype=torch.float64, skip=True
-    )
-    X = 3 * torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    decoder, X, z0 = tanh_problem(seed=1, n_rows=40)
     objective = ReconstructionObjective(decoder, LOSSES["mse"], X)
-    z0 = torch.zeros(40, 2, dtype=torch.float64)
     X[7] = decoder(z0[:1])[0]  # a sample whose start is already its code
     everything = lm_solve(objective, z0, tol=1e-6)
     # Samples stop after different numbers of evaluations, so waiting samples

@@ -402,7 +402,8 @@ def plot(results, scaling, args, path):
 
 
 def extra_tables(datasets, args):
-    """The linear-decoder, real-data and solver tables of :mod:`gfe_checks`."""
+    """The linear-decoder, real-data, other-data and solver tables of
+    :mod:`gfe_checks`."""
     overrides = {"max_iter": args.max_iter} if args.max_iter else {}
     n_train = max(args.train_sizes)
     lines = gfe_checks.linear_decoder_table(
@@ -410,6 +411,12 @@ def extra_tables(datasets, args):
     )
     lines += gfe_checks.real_data_table(
         (2,) if args.quick else (2, 4), 2 if args.quick else 5, **overrides
+    )
+    lines += gfe_checks.other_data_table(
+        (50,) if args.quick else (50, 200),
+        args.seeds,
+        100 if args.quick else 500,
+        **overrides,
     )
     X_pool, X_test = datasets["digits"]
     lines += gfe_checks.solver_table(

@@ -604,6 +604,14 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 self._train_codes = result.z
             return self._loss_function(self.decoder_(result.z), X).mean().item()
 
+    def _reference_training_loss(self, X):
+        # Early stopping keeps no weights that fit the training data worse than
+        # this (see run_epochs): for a decoder initialised from PCA, the training
+        # loss of the weights training starts from, PCA's optimum when untrained.
+        if self._decoder_init() != "pca":
+            return None
+        return self._training_loss(X)
+
     def _flow(self, X, differentiable=False, z0=None, max_evals=None):
         """Run the flow on the scaled samples ``X`` and return its FlowResult.
 

@@ -108,7 +108,14 @@ def run_epochs(
     are measured the same way and are the first candidate; a check keeps a
     snapshot of the weights when their loss is the best so far, and counts as no
     improvement unless the loss fell below ``(1 - tol)`` times the best (a
-    relative test, whatever the units of the data). Training stops after
+    relative test, whatever the units of the data). With validation samples and
+    an estimator that gives a reference (``_reference_training_loss``: for
+    GFE's PCA-initialised decoder, its starting weights' training objective,
+    PCA's optimum), a check also needs the mean minibatch loss of its epochs to
+    be no higher than that reference: a validation loss that falls while the
+    fit to the training data is worse than PCA's (Adam's first steps move the
+    decoder away from PCA's optimum before training pays off) is luck on a few
+    validation samples, not progress. Training stops after
     ``n_iter_no_change`` checks without improvement, and the best weights are
     restored. Without ``keep_best`` (``partial_fit``: successive calls see
     different data, whose losses do not compare) a check only counts plateaus,
@@ -162,6 +169,8 @@ def run_epochs(
     start_state = _snapshot(modules)
     best_state = start_state
     since_check = []
+    # Checks whose epochs fit the training data worse than this are no candidates.
+    training_bound = np.inf
 
     def diverge(value, what):
         _restore(modules, best_state)
@@ -194,6 +203,10 @@ def run_epochs(
                 )
             if X_val is not None:
                 est.best_validation_score_ = -best
+                reference = getattr(est, "_reference_training_loss", None)
+                reference = None if reference is None else reference(X_train)
+                if reference is not None:
+                    training_bound = reference
             else:
                 est.best_loss_ = best
         for epoch in range(n_epochs):
@@ -249,15 +262,18 @@ def run_epochs(
                     best = np.inf if best_score is None else -best_score
                 else:
                     best = est.best_loss_
+                candidate = monitored
+                if np.mean(since_check) > training_bound:
+                    candidate = max(monitored, best)
                 since_check = []
-                if keep_best and monitored < best:
+                if keep_best and candidate < best:
                     best_state = _snapshot(modules)
-                if monitored < best - est.tol * abs(best) or not np.isfinite(best):
+                if candidate < best - est.tol * abs(best) or not np.isfinite(best):
                     est._no_improvement_count = 0
                 else:
                     est._no_improvement_count += 1
                 if X_val is not None:
-                    est.best_validation_score_ = -min(monitored, best)
+                    est.best_validation_score_ = -min(candidate, best)
                 else:
                     est.best_loss_ = min(monitored, best)
 

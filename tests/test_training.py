@@ -73,6 +73,10 @@ class ScriptedEstimator:
         self.training_calls += 1
         return self.losses[self.n_iter_]
 
+    def _reference_training_loss(self, X_train):
+        # As GFE's: the starting weights' training objective.
+        return self._training_loss(X_train)
+
 
 def run(est, n_rows, n_epochs, X_val=None, keep_best=True):
     X = torch.zeros(n_rows, 1, dtype=torch.float64)
@@ -270,7 +274,8 @@ def test_validation_scores_are_kept_per_check():
     losses = [1.0] * 25
     est = ScriptedEstimator(losses, val_losses=[9.0, 5.0, 4.0, 6.0])
     assert not run(est, 1, len(losses), X_val=torch.zeros(1, 1)).stopped_early
-    assert est.validation_calls == 4 and est.training_calls == 0
+    # One training objective: the starting weights', which a check must match.
+    assert est.validation_calls == 4 and est.training_calls == 1
     assert est.validation_scores_ == [-5.0, -4.0, -6.0]
     assert est.best_validation_score_ == -4.0
     assert est.weight.item() == -20.0  # end of epoch 20, the best check
@@ -288,14 +293,34 @@ def test_untrained_model_is_kept_when_training_never_beats_it():
 
 
 def test_best_validation_check_weights_are_kept():
-    losses = [1.0, 2.0, 3.0, 4.0, 5.0]
+    losses = [5.0, 4.0, 3.0, 2.0, 1.0]
     est = every_epoch(losses, val_losses=[5.0, 4.0, 2.0, 3.0, 2.5, 2.1])
     outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
     assert not outcome.stopped_early and not outcome.kept_start
     assert est.best_validation_score_ == -2.0
     assert max(est.validation_scores_) == -2.0
-    # The validation loss, not the training loss, decides: end of epoch 2.
-    assert est.weight.item() == -10 * (1.0 + 2.0)
+    # The validation loss, not the (still falling) training loss, decides: end
+    # of epoch 2.
+    assert est.weight.item() == -10 * (5.0 + 4.0)
+
+
+def test_weights_that_fit_the_training_data_worse_than_the_start_are_no_candidate():
+    # Epoch 1 fits the training data worse (2.0) than the starting weights (1.0):
+    # its check has the lowest validation loss, but the weights of a later check
+    # are kept, and that check counted as no improvement.
+    losses = [1.0, 2.0, 0.5, 0.5, 0.5]
+    est = every_epoch(losses, val_losses=[5.0, 4.0, 2.0, 3.0, 3.5, 4.5])
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
+    assert not outcome.kept_start
+    assert est.validation_scores_ == [-4.0, -2.0, -3.0, -3.5, -4.5]
+    assert est.best_validation_score_ == -3.0
+    assert est.weight.item() == -10 * (1.0 + 2.0 + 0.5)
+    assert est._no_improvement_count == 2
+    # A start that nothing matches on the training data is kept.
+    est = every_epoch([1.0, 2.0, 3.0], val_losses=[5.0, 6.0, 1.0, 1.0])
+    outcome = run(est, **EVERY_EPOCH, n_epochs=3, X_val=torch.zeros(1, 1))
+    assert outcome.kept_start and est.weight.item() == 0.0
+    assert est.best_validation_score_ == -5.0
 
 
 def test_validation_plateau_is_relative():

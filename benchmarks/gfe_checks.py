@@ -61,6 +61,17 @@ def linear_decoder_table(datasets, n_train, n_components, seeds, **overrides):
     return lines + [""]
 
 
+def _add_errors(errors, k, seed, X_train, X_test, overrides):
+    """Append the held-out errors of PCA, GFE and the Autoencoder to ``errors``."""
+    models = {
+        "PCA": PCA(k),
+        "GFE": GradientFlowEncoder(k, random_state=seed, **overrides),
+        "Autoencoder": Autoencoder(k, random_state=seed, **overrides),
+    }
+    for name, model in models.items():
+        errors[name].append(_error(model, X_train, X_test))
+
+
 REAL_DATA = {
     "wine (13 features)": load_wine,
     "breast cancer (30 features)": load_breast_cancer,
@@ -88,13 +99,7 @@ def real_data_table(n_components_list=(2, 4), n_splits=5, **overrides):
             for fold, (train, test) in enumerate(
                 KFold(n_splits, shuffle=True, random_state=0).split(X)
             ):
-                models = {
-                    "PCA": PCA(k),
-                    "GFE": GradientFlowEncoder(k, random_state=fold, **overrides),
-                    "Autoencoder": Autoencoder(k, random_state=fold, **overrides),
-                }
-                for model_name, model in models.items():
-                    errors[model_name].append(_error(model, X[train], X[test]))
+                _add_errors(errors, k, fold, X[train], X[test], overrides)
             mean = {m: np.mean(e) for m, e in errors.items()}
             lines.append(
                 f"| {name} | {k} | {mean['PCA']:.3g} | {mean['GFE']:.3g} | "
@@ -158,13 +163,7 @@ def other_data_table(sizes=(50, 200), seeds=(0, 1, 2), n_test=500, **overrides):
             errors = {"PCA": [], "GFE": [], "Autoencoder": []}
             for seed in seeds:
                 X = draw(n + n_test, seed)
-                models = {
-                    "PCA": PCA(k),
-                    "GFE": GradientFlowEncoder(k, random_state=seed, **overrides),
-                    "Autoencoder": Autoencoder(k, random_state=seed, **overrides),
-                }
-                for model_name, model in models.items():
-                    errors[model_name].append(_error(model, X[:n], X[n:]))
+                _add_errors(errors, k, seed, X[:n], X[n:], overrides)
             mean = {m: np.mean(e) for m, e in errors.items()}
             worst = max(np.array(errors["GFE"]) / np.array(errors["PCA"]))
             lines.append(

@@ -203,8 +203,8 @@ def run_epochs(
                 )
             if X_val is not None:
                 est.best_validation_score_ = -best
-                reference = getattr(est, "_reference_training_loss", None)
-                reference = None if reference is None else reference(X_train)
+                reference = getattr(est, "_reference_training_loss", lambda X: None)
+                reference = reference(X_train)
                 if reference is not None:
                     training_bound = reference
             else:

@@ -323,13 +323,13 @@ def test_warm_codes_fit_and_cap_the_training_solves(
     fit_quietly(gfe, X_pool[:100])
     assert gfe.n_iter_ == 4
     assert np.all(np.isfinite(gfe.loss_curve_))
-    # Training minibatches (35, 35 and 20 of the 90 training samples) versus
-    # the 10 validation samples.
     # The first full solve of all 90 training rows is the PCA start's training
     # loss, which early stopping's kept weights must not exceed.
     start = [i for i, c in enumerate(calls) if c["n_rows"] == 90]
     assert start and calls[start[0]]["max_evals"] is None
     del calls[start[0]]
+    # Training minibatches (35, 35 and 20 of the 90 training samples) versus
+    # the 10 validation samples.
     training = [c for c in calls if c["n_rows"] != 10]
     validation = [c for c in calls if c["n_rows"] == 10]
     assert len(training) == 4 * 3 and len(validation) >= 2

@@ -120,6 +120,7 @@ def _check_available(resolved, device):
 TRAINING_PARAMETER_CONSTRAINTS = {
     "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
     "optimizer": [StrOptions(set(OPTIMIZERS))],
+    "weight_averaging": [Interval(Real, 0, 1, closed="left")],
     "tol": [Interval(Real, 0, None, closed="left")],
     "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
     "early_stopping": ["boolean"],

@@ -220,6 +220,14 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     optimizer : {'adam', 'rmsprop'}, default='adam'
         Torch optimiser of the decoder weights.
 
+    weight_averaging : float in [0, 1), default=0.0
+        Decay of an exponential moving average of the weights over the
+        optimiser steps of ``fit`` (Polyak averaging). The progress checks
+        measure the averaged weights and ``fit`` keeps the best of them: the
+        average of the last ``1 / (1 - weight_averaging)`` steps or so lies
+        nearer the minimum that single steps scatter around. ``0`` measures and
+        keeps the weights themselves; ``partial_fit`` never averages.
+
     tol : float, default=1e-4
         Relative tolerance of the plateau test. Progress is checked after every
         epoch, but at most every 10 optimiser steps (with few samples an epoch is
@@ -427,6 +435,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         batch_size=64,
         learning_rate_init=3e-3,
         optimizer="adam",
+        weight_averaging=0.0,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=True,
@@ -458,6 +467,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
         self.optimizer = optimizer
+        self.weight_averaging = weight_averaging
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping

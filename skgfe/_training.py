@@ -12,11 +12,13 @@ import copy
 import math
 import time
 import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
@@ -43,6 +45,56 @@ def _snapshot(modules):
 def _restore(modules, snapshot):
     for module, state in zip(modules, snapshot):
         module.load_state_dict(state)
+
+
+class WeightAverage:
+    """An exponential moving average of the modules' weights over optimiser steps.
+
+    Polyak averaging: the average of the last ``1 / (1 - decay)`` or so iterates
+    of a stochastic optimiser lies nearer the minimum they scatter around than
+    any one of them, and the progress checks of :func:`run_epochs` measure
+    (and keep) it instead of the current weights. Built on torch's
+    :class:`~torch.optim.swa_utils.AveragedModel`; the first update copies the
+    weights.
+    """
+
+    def __init__(self, modules, decay):
+        self.modules = modules
+        self.averages = [
+            AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay))
+            for module in modules
+        ]
+
+    @property
+    def averaged_modules(self):
+        """The modules holding the averaged weights (snapshots are taken of them)."""
+        return [average.module for average in self.averages]
+
+    def update(self):
+        """Average in the modules' current weights (after an optimiser step)."""
+        for average, module in zip(self.averages, self.modules):
+            average.update_parameters(module)
+
+    @contextmanager
+    def applied(self):
+        """The averaged weights in the modules, and their own weights back after."""
+        current = [
+            [parameter.detach().clone() for parameter in module.parameters()]
+            for module in self.modules
+        ]
+        with torch.no_grad():
+            for average, module in zip(self.averages, self.modules):
+                for mine, averaged in zip(
+                    module.parameters(), average.module.parameters()
+                ):
+                    mine.copy_(averaged)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for module, saved in zip(self.modules, current):
+                    for mine, value in zip(module.parameters(), saved):
+                        mine.copy_(value)
 
 
 # Training progress is checked (validation score or training loss, plateau test,
@@ -117,9 +169,13 @@ def run_epochs(
     decoder away from PCA's optimum before training pays off) is luck on a few
     validation samples, not progress. Training stops after
     ``n_iter_no_change`` checks without improvement, and the best weights are
-    restored. Without ``keep_best`` (``partial_fit``: successive calls see
-    different data, whose losses do not compare) a check only counts plateaus,
-    on the mean minibatch loss of the epochs since the previous check.
+    restored. With an estimator whose ``weight_averaging`` is above 0, the
+    checks measure, and snapshot, an exponential moving average of the weights
+    over the optimiser steps (:class:`WeightAverage`) instead of the weights
+    themselves; training steps on from its own weights. Without ``keep_best``
+    (``partial_fit``: successive calls see different data, whose losses do not
+    compare) nothing is averaged, and a check only counts plateaus, on the mean
+    minibatch loss of the epochs since the previous check.
 
     When a minibatch loss or a check's loss is not finite, or the batch loss
     raises :class:`FloatingPointError` (a flow that cannot start from
@@ -168,6 +224,9 @@ def run_epochs(
     outcome = TrainingOutcome()
     start_state = _snapshot(modules)
     best_state = start_state
+    decay = getattr(est, "weight_averaging", 0.0)
+    average = WeightAverage(modules, decay) if keep_best and decay > 0 else None
+    measured_modules = modules if average is None else average.averaged_modules
     since_check = []
     # Checks whose epochs fit the training data worse than this are no candidates.
     training_bound = np.inf
@@ -232,6 +291,8 @@ def run_epochs(
                 if clip_gradients is not None:
                     clip_gradients()
                 est._optimizer.step()
+                if average is not None:
+                    average.update()
                 total += loss.item() * X_batch.shape[0]
                 infos.append(info)
                 est.t_ += X_batch.shape[0]
@@ -243,10 +304,11 @@ def run_epochs(
             checked = len(since_check) >= check_every or epoch == n_epochs - 1
             if checked:
                 if keep_best:
-                    try:
-                        monitored = _monitored_loss(est, X_train, X_val)
-                    except FloatingPointError:
-                        monitored = float("nan")
+                    with nullcontext() if average is None else average.applied():
+                        try:
+                            monitored = _monitored_loss(est, X_train, X_val)
+                        except FloatingPointError:
+                            monitored = float("nan")
                     if not np.isfinite(monitored):
                         what = (
                             "The validation loss"
@@ -267,7 +329,7 @@ def run_epochs(
                     candidate = max(monitored, best)
                 since_check = []
                 if keep_best and candidate < best:
-                    best_state = _snapshot(modules)
+                    best_state = _snapshot(measured_modules)
                 if candidate < best - est.tol * abs(best) or not np.isfinite(best):
                     est._no_improvement_count = 0
                 else:

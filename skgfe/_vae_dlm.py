@@ -197,6 +197,14 @@ default='gelu'
     optimizer : {'adam', 'rmsprop'}, default='adam'
         The torch optimiser.
 
+    weight_averaging : float in [0, 1), default=0.0
+        Decay of an exponential moving average of the weights over the
+        optimiser steps of ``fit`` (Polyak averaging). The progress checks
+        measure the averaged weights and ``fit`` keeps the best of them: the
+        average of the last ``1 / (1 - weight_averaging)`` steps or so lies
+        nearer the minimum that single steps scatter around. ``0`` measures and
+        keeps the weights themselves; ``partial_fit`` never averages.
+
     clip_grad_value : float or None, default=0.01
         Clip every gradient entry to ``[-clip_grad_value, clip_grad_value]``
         before each step (the author's 1.0 on a loss 100 times larger); None
@@ -389,6 +397,7 @@ default='gelu'
         batch_size=256,
         learning_rate_init=1e-3,
         optimizer="adam",
+        weight_averaging=0.0,
         clip_grad_value=0.01,
         tol=1e-4,
         n_iter_no_change=10,
@@ -417,6 +426,7 @@ default='gelu'
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
         self.optimizer = optimizer
+        self.weight_averaging = weight_averaging
         self.clip_grad_value = clip_grad_value
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change

@@ -476,3 +476,80 @@ def test_best_loss_is_the_training_loss_of_the_kept_weights(cls_name, digits_spl
     # the initial codes here: stationary codes to within flow_tol either way.
     rtol = 1e-3 if cls_name == "GradientFlowEncoder" else 1e-9
     assert measured == pytest.approx(model.best_loss_, rel=rtol)
+
+
+# ------------------------------------------------------- weight averaging
+
+
+class RecordingEstimator(ScriptedEstimator):
+    """Records the weight every minibatch starts from and every check measures."""
+
+    def __init__(self, *args, weight_averaging=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight_averaging = weight_averaging
+        self.stepped_from, self.measured = [], []
+
+    def _batch_loss(self, X_batch, generator, rows=None):
+        self.stepped_from.append(self.weight.item())
+        return super()._batch_loss(X_batch, generator, rows=rows)
+
+    def _validation_loss(self, X_val):
+        self.measured.append(self.weight.item())
+        return super()._validation_loss(X_val)
+
+
+def exponential_average(iterates, decay):
+    """The reference: the first iterate, then decay * average + (1 - decay) * w."""
+    average = iterates[0]
+    for w in iterates[1:]:
+        average = decay * average + (1 - decay) * w
+    return average
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9])
+def test_checks_measure_and_keep_the_averaged_weights(decay):
+    # Ten SGD steps per epoch, each moving w by -1: w after step j is -j. The
+    # validation loss falls at every check, so the last check's weights are kept.
+    est = RecordingEstimator(
+        [1.0] * 3, val_losses=[4.0, 3.0, 2.0, 1.0], batch_size=1, weight_averaging=decay
+    )
+    run(est, **EVERY_EPOCH, n_epochs=3, X_val=torch.zeros(1, 1))
+    iterates = [-float(j) for j in range(1, 31)]
+    expected = [0.0] + [exponential_average(iterates[:j], decay) for j in (10, 20, 30)]
+    assert est.measured == pytest.approx(expected, rel=1e-12)
+    # Training steps from its own weights, not from the averages it measures.
+    assert est.stepped_from == [-float(j) for j in range(30)]
+    assert est.weight.item() == pytest.approx(expected[-1], rel=1e-12)
+
+
+def test_averaged_weights_of_the_best_check_are_kept():
+    est = RecordingEstimator(
+        [1.0] * 3, val_losses=[4.0, 1.0, 2.0, 3.0], batch_size=1, weight_averaging=0.9
+    )
+    run(est, **EVERY_EPOCH, n_epochs=3, X_val=torch.zeros(1, 1))
+    assert est.weight.item() == pytest.approx(est.measured[1], rel=1e-12)
+    assert est.measured[1] != -10.0  # an average, not the weights of step 10
+
+
+def test_no_averaging_at_zero_and_in_partial_fit():
+    for decay, keep_best in [(0.0, True), (0.9, False)]:
+        est = RecordingEstimator(
+            [1.0] * 3,
+            val_losses=[4.0, 3.0, 2.0, 1.0],
+            batch_size=1,
+            weight_averaging=decay,
+        )
+        run(
+            est, **EVERY_EPOCH, n_epochs=3, X_val=torch.zeros(1, 1), keep_best=keep_best
+        )
+        if keep_best:
+            assert est.measured == [0.0, -10.0, -20.0, -30.0]
+        assert est.weight.item() == -30.0
+
+
+@pytest.mark.parametrize("cls_name", ESTIMATOR_NAMES)
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_weight_averaging_outside_zero_to_one_is_refused(cls_name, decay):
+    model = _estimator(cls_name, weight_averaging=decay, max_iter=1)
+    with pytest.raises(ValueError, match="weight_averaging"):
+        model.fit(np.zeros((10, 5)))

@@ -150,7 +150,7 @@ class Autoencoder(_BaseAutoencoder):
     optimizer : {'adam', 'rmsprop'}, default='adam'
         Torch optimiser of the network weights.
 
-    weight_averaging : float in [0, 1), default=0.0
+    weight_averaging : float in [0, 1), default=0.9
         Decay of an exponential moving average of the weights over the
         optimiser steps of ``fit`` (Polyak averaging). The progress checks
         measure the averaged weights and ``fit`` keeps the best of them: the
@@ -320,7 +320,7 @@ class Autoencoder(_BaseAutoencoder):
         batch_size=64,
         learning_rate_init=3e-3,
         optimizer="adam",
-        weight_averaging=0.0,
+        weight_averaging=0.9,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=True,
@@ -473,7 +473,7 @@ class VariationalAutoencoder(_BaseAutoencoder):
     optimizer : {'adam', 'rmsprop'}, default='adam'
         Torch optimiser of the network weights.
 
-    weight_averaging : float in [0, 1), default=0.0
+    weight_averaging : float in [0, 1), default=0.9
         Decay of an exponential moving average of the weights over the
         optimiser steps of ``fit`` (Polyak averaging). The progress checks
         measure the averaged weights and ``fit`` keeps the best of them: the
@@ -630,7 +630,7 @@ class VariationalAutoencoder(_BaseAutoencoder):
         batch_size=64,
         learning_rate_init=3e-3,
         optimizer="adam",
-        weight_averaging=0.0,
+        weight_averaging=0.9,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=True,

@@ -220,7 +220,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     optimizer : {'adam', 'rmsprop'}, default='adam'
         Torch optimiser of the decoder weights.
 
-    weight_averaging : float in [0, 1), default=0.0
+    weight_averaging : float in [0, 1), default=0.9
         Decay of an exponential moving average of the weights over the
         optimiser steps of ``fit`` (Polyak averaging). The progress checks
         measure the averaged weights and ``fit`` keeps the best of them: the
@@ -435,7 +435,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         batch_size=64,
         learning_rate_init=3e-3,
         optimizer="adam",
-        weight_averaging=0.0,
+        weight_averaging=0.9,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=True,

@@ -208,7 +208,8 @@ def run_epochs(
     callback_ctx : sklearn.callback.CallbackContext or None, default=None
         The fit's callback context: each epoch is a subtask ("epoch") whose end
         hook gets the epoch's loss as ``metadata={"loss": ...}`` and, if it asks
-        for one, a ``fitted_estimator`` with copies of the current modules. A
+        for one, a ``fitted_estimator`` with copies of the current modules
+        (holding the averaged weights where the weights are averaged). A
         callback that returns True there stops training after that epoch.
 
     Returns
@@ -230,6 +231,11 @@ def run_epochs(
     since_check = []
     # Checks whose epochs fit the training data worse than this are no candidates.
     training_bound = np.inf
+
+    def measured_copies():
+        # A callback's fitted estimator holds the weights the checks measure.
+        with nullcontext() if average is None else average.applied():
+            return _fitted_modules(est)
 
     def diverge(value, what):
         _restore(modules, best_state)
@@ -357,7 +363,7 @@ def run_epochs(
             if epoch_ctx is not None and epoch_ctx.call_on_fit_task_end(
                 estimator=est,
                 metadata={"loss": epoch_loss},
-                reconstruction_attributes=lambda: _fitted_modules(est),
+                reconstruction_attributes=measured_copies,
             ):
                 outcome.stopped_early = True
                 break

@@ -169,7 +169,11 @@ def test_lm_codes_do_not_depend_on_the_batch(fitted, digits_split, dtype):
         Z_single = np.vstack([model.transform(X[i : i + 1]) for i in range(len(X))])
         order = np.random.RandomState(0).permutation(len(X))
         Z_shuffled = model.transform(X[order])
-        atol = 1e-12 if dtype == np.float64 else 1e-6
+        # A row that moves within its row block can get a gradient that differs
+        # in the last bit (see skgfe._flow.derivatives); the solver carries that
+        # rounding, relative to the size of the codes, and nothing more.
+        scale = max(1.0, np.abs(Z_batch).max())
+        atol = (1e-12 if dtype == np.float64 else 1e-6) * scale
         np.testing.assert_allclose(Z_single, Z_batch, rtol=0, atol=atol)
         np.testing.assert_allclose(Z_shuffled, Z_batch[order], rtol=0, atol=atol)
 

@@ -78,23 +78,13 @@ class WeightAverage:
     @contextmanager
     def applied(self):
         """The averaged weights in the modules, and their own weights back after."""
-        current = [
-            [parameter.detach().clone() for parameter in module.parameters()]
-            for module in self.modules
-        ]
-        with torch.no_grad():
-            for average, module in zip(self.averages, self.modules):
-                for mine, averaged in zip(
-                    module.parameters(), average.module.parameters()
-                ):
-                    mine.copy_(averaged)
+        saved = _snapshot(self.modules)
+        for module, averaged in zip(self.modules, self.averaged_modules):
+            module.load_state_dict(averaged.state_dict())
         try:
             yield
         finally:
-            with torch.no_grad():
-                for module, saved in zip(self.modules, current):
-                    for mine, value in zip(module.parameters(), saved):
-                        mine.copy_(value)
+            _restore(self.modules, saved)
 
 
 # Training progress is checked (validation score or training loss, plateau test,

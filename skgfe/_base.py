@@ -8,6 +8,7 @@ training minibatch.
 """
 
 import copy
+import hashlib
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
@@ -43,6 +44,12 @@ except ImportError:  # older scikit-learn: fit runs without callback hooks
 # Rows encoded or decoded at once by transform-like methods; results do not depend
 # on it (rows are computed independently), only peak memory does.
 CHUNK_ROWS = 8192
+
+
+def _fingerprint(X):
+    """A digest of a tensor's shape and values: are two training sets the same?"""
+    array = np.ascontiguousarray(X.detach().cpu().numpy())
+    return (array.shape, hashlib.sha256(array.tobytes()).hexdigest())
 
 
 def resolve_device(device):
@@ -539,6 +546,12 @@ class BaseDecoderTransformer(
             and not self._fitted_architecture_changed(incremental)
         )
         X = self._validate_X(X, reset=first_call)
+        if not incremental and X.shape[0] < 2:
+            raise ValueError(
+                f"Found array with n_samples={X.shape[0]} while a minimum of 2 is "
+                f"required by {type(self).__name__}.fit: one sample has no "
+                "variance to learn (partial_fit accepts single samples)."
+            )
         generator = self._torch_generator()
         if first_call:
             self._fit_dtype = X.dtype
@@ -553,7 +566,7 @@ class BaseDecoderTransformer(
         # With a single sample there is nothing to hold out: monitor the
         # training loss instead.
         if self.early_stopping and not incremental and len(X_t) > n_val:
-            order = torch.randperm(len(X_t), generator=generator).to(X_t.device)
+            order = self._validation_split(X_t, generator, first_call)
             X_val, X_t = X_t[order[:n_val]], X_t[order[n_val:]]
         if first_call:
             self._init_from_data(X_t)
@@ -584,8 +597,63 @@ class BaseDecoderTransformer(
                 estimator=self, X=X, reconstruction_attributes={}
             )
         if not incremental:
+            self.kept_start_ = outcome.kept_start
+            self._report_training_end(outcome, X_val is not None, first_call)
             self._warn_if_max_iter_reached(outcome)
         return self
+
+    def _validation_split(self, X, generator, first_call):
+        """A permutation of the rows of ``X``: validation rows first.
+
+        A warm-start fit on the same samples keeps the previous fit's split, so
+        that it validates on samples it has not trained on and resumes what
+        depends on the training rows (GFE's training codes).
+        """
+        if not self.warm_start:
+            return torch.randperm(len(X), generator=generator).to(X.device)
+        fingerprint = _fingerprint(X)
+        last = getattr(self, "_last_split", None)
+        if not first_call and last is not None and last[0] == fingerprint:
+            order = last[1]
+        else:
+            order = torch.randperm(len(X), generator=generator)
+        self._last_split = (fingerprint, order)
+        return order.to(X.device)
+
+    def _start_description(self):
+        """What the weights a fit starts from are, for the end-of-training report."""
+        return "the initial weights"
+
+    def _report_training_end(self, outcome, validated, first_call):
+        """With ``verbose``: say why training stopped and which weights were kept."""
+        if not self.verbose:
+            return
+        monitored = "validation loss" if validated else "training loss"
+        reasons = {
+            "plateau": f"the {monitored} did not improve by more than tol={self.tol} "
+            f"(relative) in {self.n_iter_no_change} checks",
+            "max_iter": f"max_iter={self.max_iter} epochs were reached while the "
+            f"{monitored} still improved (raise max_iter)",
+            "callback": "a callback asked to stop",
+            "diverged": "the loss became non-finite (lower learning_rate_init)",
+            "interrupted": "it was interrupted",
+        }
+        if outcome.kept_start:
+            start = (
+                self._start_description()
+                if first_call
+                else "the weights the previous fit ended with"
+            )
+            kept = (
+                f"kept {start}: no trained weights had a lower "
+                f"{monitored}"
+            )
+        else:
+            kept = f"kept the weights measured after epoch {outcome.best_epoch}"
+        print(
+            f"Training stopped after {self.n_iter_} epochs: "
+            f"{reasons[outcome.reason]}; {kept}."
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

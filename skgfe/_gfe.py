@@ -8,7 +8,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import CHUNK_ROWS, BaseDecoderTransformer
+from ._base import CHUNK_ROWS, BaseDecoderTransformer, _fingerprint
 from ._flow import (
     ADAPTIVE_SOLVERS,
     FLOWS,
@@ -29,6 +29,7 @@ from ._networks import make_mlp, set_linear_path
 # spectra (n=200) 3 gave the held-out error of full solves at 0.4-0.6 times the
 # fit time.
 TRAINING_MAX_EVALS = 3
+
 
 
 class GradientFlowEncoder(BaseDecoderTransformer):
@@ -535,13 +536,26 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         set_linear_path(self.decoder_, weight)
 
     def _begin_training(self, X):
-        self._train_codes = (
-            self._initial_codes(X) if self.warm_codes and self.solver == "lm" else None
-        )
+        self._train_codes = None
+        if self.warm_codes and self.solver == "lm":
+            # A warm-start fit on the same training samples resumes from the codes
+            # the previous fit reached (restarting them from init would undo the
+            # codes' part of the block-coordinate descent).
+            last = getattr(self, "_last_train_codes", None)
+            self._train_fingerprint = _fingerprint(X) if self.warm_start else None
+            if last is not None and last[0] == self._train_fingerprint:
+                self._train_codes = last[1].to(X.device).clone()
+            else:
+                self._train_codes = self._initial_codes(X)
         # The current epoch's training flows that stopped short of flow_tol.
         self._short_solves = {"epoch": None}
 
     def _end_training(self):
+        if self._train_codes is not None and self.warm_start:
+            self._last_train_codes = (
+                self._train_fingerprint,
+                self._train_codes.detach().cpu(),
+            )
         self._train_codes = None
         short = getattr(self, "_short_solves", None)
         self._short_solves = None
@@ -613,6 +627,14 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             if codes is not None:
                 self._train_codes = result.z
             return self._loss_function(self.decoder_(result.z), X).mean().item()
+
+    def _start_description(self):
+        if self._fitted_architecture["decoder_init"] == "pca":
+            return (
+                "the PCA start (the untrained decoder, which reconstructs as PCA "
+                "does: the data are close enough to linear for this model size)"
+            )
+        return super()._start_description()
 
     def _reference_training_loss(self, X):
         # Early stopping keeps no weights that fit the training data worse than

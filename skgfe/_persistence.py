@@ -63,6 +63,11 @@ _TRANSIENT = {
     "_optimizer",
     "_train_codes",
     "_short_solves",
+    # A warm-start fit's training codes: a loaded model's next warm start
+    # restarts them from init.
+    "_train_fingerprint",
+    "_last_train_codes",
+    "_last_split",
     "_skl_callbacks",
     "_skl_callbacks_to_teardown",
     "_callback_fit_ctx",
@@ -126,6 +131,8 @@ _FITTED_OPTIONAL = {
     ),
     # GradientFlowEncoder with init='random': the seed of the initial codes.
     "_init_seed": _is_int,
+    # fit (not partial_fit): whether training kept the weights it started from.
+    "kept_start_": lambda v: isinstance(v, bool),
     # set_output's configuration.
     "_sklearn_output_config": _str_dict,
 }

@@ -110,6 +110,11 @@ class TrainingOutcome:
     kept_start: bool = False
     # The loss turned non-finite and training stopped.
     diverged: bool = False
+    # Why training ended: 'plateau', 'max_iter', 'callback', 'diverged' or
+    # 'interrupted'.
+    reason: str = "max_iter"
+    # The epoch whose check measured the kept weights (0: the starting weights).
+    best_epoch: int = 0
 
 
 def _monitored_loss(est, X_train, X_val):
@@ -219,6 +224,11 @@ def run_epochs(
     average = WeightAverage(modules, decay) if keep_best and decay > 0 else None
     measured_modules = modules if average is None else average.averaged_modules
     since_check = []
+    # The plateau test compares each check with the best *trained* check, not
+    # with the start: Adam's first steps move a decoder started at an optimum
+    # (GFE's PCA start) away from it, and training must be allowed to come back
+    # and pass it for as long as it keeps improving.
+    trained_best = np.inf
     # Checks whose epochs fit the training data worse than this are no candidates.
     training_bound = np.inf
 
@@ -242,6 +252,7 @@ def run_epochs(
             stacklevel=4,
         )
         outcome.diverged = True
+        outcome.reason = "diverged"
         outcome.kept_start = best_state is start_state
         return outcome
 
@@ -326,10 +337,15 @@ def run_epochs(
                 since_check = []
                 if keep_best and candidate < best:
                     best_state = _snapshot(measured_modules)
-                if candidate < best - est.tol * abs(best) or not np.isfinite(best):
+                    outcome.best_epoch = est.n_iter_
+                progress_best = trained_best if keep_best else best
+                if monitored < progress_best - est.tol * abs(progress_best) or not (
+                    np.isfinite(progress_best)
+                ):
                     est._no_improvement_count = 0
                 else:
                     est._no_improvement_count += 1
+                trained_best = min(trained_best, monitored)
                 if X_val is not None:
                     est.best_validation_score_ = -min(candidate, best)
                 else:
@@ -356,11 +372,14 @@ def run_epochs(
                 reconstruction_attributes=measured_copies,
             ):
                 outcome.stopped_early = True
+                outcome.reason = "callback"
                 break
             if est._no_improvement_count >= est.n_iter_no_change:
                 outcome.stopped_early = True
+                outcome.reason = "plateau"
                 break
     except KeyboardInterrupt:
+        outcome.reason = "interrupted"
         kept = "best weights measured so far" if keep_best else "weights reached so far"
         warnings.warn(
             f"Training interrupted after {est.n_iter_} epochs; the model keeps the "

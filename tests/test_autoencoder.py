@@ -372,10 +372,15 @@ def test_verbose_and_early_stopping(cls, data, capsys):
         verbose=1,
         random_state=0,
     ).fit(data[0][:100])
-    lines = capsys.readouterr().out.strip().splitlines()
+    *lines, end = capsys.readouterr().out.strip().splitlines()
     # 90 training samples in batches of 64: 2 steps per epoch, so progress is
     # checked every 5 epochs (at most once per 10 steps) and on the last epoch.
     assert len(lines) == model.n_iter_ == 4
+    # The last line says why training stopped and which weights were kept.
+    assert end.startswith("Training stopped after 4 epochs: max_iter=4 epochs")
+    assert end.endswith("kept the weights measured after epoch 4.") or (
+        "kept the initial weights" in end
+    )
     assert len(model.validation_scores_) == 1
     assert "validation score" in lines[-1]
     assert not any("validation score" in line for line in lines[:-1])
@@ -396,7 +401,8 @@ def test_validation_is_scored_after_every_epoch_of_ten_steps(cls, data, capsys):
         verbose=1,
         random_state=0,
     ).fit(data[0][:100])
-    lines = capsys.readouterr().out.strip().splitlines()
+    *lines, end = capsys.readouterr().out.strip().splitlines()
+    assert end.startswith("Training stopped after 4 epochs")
     assert len(lines) == model.n_iter_ == len(model.validation_scores_) == 4
     assert all("validation score" in line for line in lines)
     # The untrained model is a candidate too.

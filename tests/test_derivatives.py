@@ -205,3 +205,38 @@ def test_unsupported_decoders_and_losses_fall_back_to_autograd():
     reference = LOSSES["mse"](decoder(z_in), X)
     (expected,) = torch.autograd.grad(reference.sum(), z_in)
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-14)
+
+
+# Outputs wider than twice the last hidden layer: the squared error's
+# Gauss-Newton matrix comes from the output layer's Gram matrices instead of the
+# Jacobian (see derivatives._uses_output_gram).
+WIDE_NETWORKS = [
+    ("mlp", "tanh", (8,), True),
+    ("mlp", "elu", (8, 8), False),
+    ("modified_mlp", "gelu", (8, 8), True),
+]
+
+
+@pytest.mark.parametrize("params", WIDE_NETWORKS, ids=network_id)
+@pytest.mark.parametrize("jacobian_dtype", [torch.float64, torch.float32])
+def test_wide_output_gauss_newton_matches_autograd_and_the_batch(
+    params, jacobian_dtype, monkeypatch
+):
+    monkeypatch.setattr(__import__(__name__), "N_FEATURES", 40)
+    decoder, z, X = make_problem(*params, "mse", n_rows=30)
+    assert decoder.layers[-1].weight.shape == (40, 8)
+    values, grad, gn = autograd_reference(decoder, "mse", z, X)
+    v, g, gn2 = loss_gradient_and_gauss_newton(
+        decoder, LOSSES["mse"], z, X, jacobian_dtype=jacobian_dtype
+    )
+    torch.testing.assert_close(v, values, rtol=0, atol=1e-10)
+    torch.testing.assert_close(g, grad, rtol=0, atol=1e-10)
+    scale = gn.abs().max()
+    atol = 1e-12 if jacobian_dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(gn2, gn, rtol=0, atol=atol * scale)
+    torch.testing.assert_close(gn2, gn2.transpose(1, 2), rtol=0, atol=atol * scale)
+    for i in range(len(z)):
+        alone = loss_gradient_and_gauss_newton(
+            decoder, LOSSES["mse"], z[i : i + 1], X[i : i + 1], jacobian_dtype
+        )
+        assert torch.equal(alone[2][0], gn2[i]), i

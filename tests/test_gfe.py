@@ -287,8 +287,9 @@ def test_verbose_prints_one_line_per_epoch(digits_split, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         small_gfe(max_iter=2, verbose=1).fit(X_pool[:50])
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    *lines, end = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     assert len(lines) == 2
+    assert re.match(r"Training stopped after 2 epochs: max_iter=2 epochs", end)
     assert re.match(
         r"Iteration 1, loss = [\d.]+, flow steps = [\d.]+, time = [\d.]+s", lines[0]
     )

@@ -102,7 +102,10 @@ def test_untrained_model_is_refitted_on_all_data_when_training_never_beats_it(
         n_components=4, hidden_layer_sizes=(16,), max_iter=200, random_state=0
     )
     fit_quietly(gfe, X_train)
-    assert len(calls) == 1 + gfe.n_iter_no_change  # initial + checks until the stop
+    # The initial model, the first trained check (the bar for the plateau test)
+    # and n_iter_no_change checks that do not beat it.
+    assert len(calls) == 2 + gfe.n_iter_no_change
+    assert gfe.kept_start_
     pca = PCA(n_components=4).fit(X_train)
     np.testing.assert_allclose(
         gfe.inverse_transform(gfe.transform(X_test)),
@@ -192,3 +195,63 @@ def test_more_components_than_the_data_have(monkeypatch):
     tiny = GradientFlowEncoder(n_components=5, max_iter=2, random_state=0)
     fit_quietly(tiny, X[:3])
     assert np.all(np.isfinite(tiny.transform(X)))
+
+
+def test_linear_data_keep_the_pca_start_and_say_so_without_a_warning(capsys):
+    # Rank-3 linear data plus noise: PCA is the optimum, training cannot beat it
+    # on held-out samples, and fit says so (an attribute and, with verbose, the
+    # closing line) without warning: that is the right answer.
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 12))
+    X += 0.01 * rng.normal(size=X.shape)
+    gfe = GradientFlowEncoder(n_components=3, random_state=0, verbose=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gfe.fit(X)
+    assert gfe.kept_start_
+    end = capsys.readouterr().out.strip().splitlines()[-1]
+    assert end.startswith(f"Training stopped after {gfe.n_iter_} epochs: the ")
+    assert "kept the PCA start" in end
+    pca = PCA(n_components=3).fit(X)
+    np.testing.assert_allclose(
+        gfe.inverse_transform(gfe.transform(X)),
+        pca.inverse_transform(pca.transform(X)),
+        atol=1e-8,
+    )
+
+
+def test_curved_data_leave_the_pca_start():
+    # A curve through 3-D (a helix, one latent variable): one component of PCA
+    # is a poor fit, and training leaves the PCA start for good.
+    t = np.random.RandomState(0).uniform(0, 3 * np.pi, size=300)
+    X = np.c_[np.cos(t), np.sin(t), 0.3 * t]
+    gfe = fit_quietly(GradientFlowEncoder(n_components=1, random_state=0), X)
+    assert not gfe.kept_start_
+    assert held_out_mse(gfe, X) < 0.8 * held_out_mse(PCA(1).fit(X), X)
+
+
+def test_warm_start_resumes_the_training_codes(monkeypatch):
+    # A second fit on the same samples goes on from the training codes the
+    # first reached (the block-coordinate descent of warm codes continues);
+    # other samples start their codes from init.
+    X = load_wine().data[:120]
+    gfe = GradientFlowEncoder(
+        n_components=3, hidden_layer_sizes=(8,), max_iter=3, warm_start=True,
+        random_state=0,
+    )
+    n_train = len(X) - round(0.1 * len(X))
+    starts = []
+    original = GradientFlowEncoder._initial_codes
+
+    def record(self, X_scaled):
+        starts.append(len(X_scaled))
+        return original(self, X_scaled)
+
+    monkeypatch.setattr(GradientFlowEncoder, "_initial_codes", record)
+    fit_quietly(gfe, X)
+    assert starts.count(n_train) == 1
+    starts.clear()
+    fit_quietly(gfe, X)
+    assert starts.count(n_train) == 0 and gfe.n_iter_ == 6
+    fit_quietly(gfe, X[:100])
+    assert starts.count(100 - 10) == 1

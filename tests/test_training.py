@@ -194,12 +194,14 @@ def test_one_step_per_epoch_checks_every_ten_epochs():
 
 
 def test_plateau_counts_checks_not_epochs():
-    # n_iter_no_change=2 with one step per epoch: the checks at epochs 10 and 20
-    # do not improve on the starting weights.
+    # n_iter_no_change=2 with one step per epoch: the check at epoch 10 is the
+    # first trained one and sets the bar (the plateau test compares trained
+    # checks with each other, not with the start); those at 20 and 30 do not
+    # improve on it.
     losses = [1.0] * 101
     est = ScriptedEstimator(losses, n_iter_no_change=2)
     assert run(est, 1, 100).stopped_early
-    assert est.n_iter_ == 20
+    assert est.n_iter_ == 30
 
 
 def test_partial_fit_plateaus_average_noisy_epochs_and_keep_the_weights():
@@ -283,10 +285,12 @@ def test_validation_scores_are_kept_per_check():
 
 def test_untrained_model_is_kept_when_training_never_beats_it():
     losses = [1.0] * 10
-    est = every_epoch(losses, val_losses=[1.0, 2.0, 3.0, 1.5, 1.0], n_iter_no_change=3)
+    est = every_epoch(losses, val_losses=[1.0, 2.0, 3.0, 2.5, 2.2], n_iter_no_change=3)
     outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
-    assert outcome.stopped_early and outcome.kept_start and est.n_iter_ == 3
-    assert est.validation_scores_ == [-2.0, -3.0, -1.5]
+    # Trained checks stop improving on the first one (2.0) after epoch 1.
+    assert outcome.stopped_early and outcome.kept_start and est.n_iter_ == 4
+    assert outcome.reason == "plateau" and outcome.best_epoch == 0
+    assert est.validation_scores_ == [-2.0, -3.0, -2.5, -2.2]
     assert est.best_validation_score_ == -1.0
     # Restored to the untrained weights.
     assert est.weight.item() == 0.0
@@ -304,10 +308,26 @@ def test_best_validation_check_weights_are_kept():
     assert est.weight.item() == -10 * (5.0 + 4.0)
 
 
+def test_training_goes_on_while_it_improves_before_it_beats_the_start():
+    # Adam's first steps move a decoder started at PCA's optimum away from it:
+    # the first checks are worse than the start but improve on each other, and
+    # training must go on until it passes the start, not stop on a plateau
+    # measured against the start (which would keep PCA).
+    losses = [1.0] + [0.5] * 9
+    val_losses = [1.0, 3.0, 2.5, 2.0, 1.5, 1.2, 0.9, 0.8, 0.85, 0.9, 0.95]
+    est = every_epoch(losses, val_losses=val_losses, n_iter_no_change=2)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
+    assert outcome.stopped_early and outcome.reason == "plateau"
+    assert est.n_iter_ == 9 and not outcome.kept_start
+    assert outcome.best_epoch == 7 and est.best_validation_score_ == -0.8
+    assert est.weight.item() == -10 * sum(losses[:7])
+
+
 def test_weights_that_fit_the_training_data_worse_than_the_start_are_no_candidate():
     # Epoch 1 fits the training data worse (2.0) than the starting weights (1.0):
     # its check has the lowest validation loss, but the weights of a later check
-    # are kept, and that check counted as no improvement.
+    # are kept. For the plateau test it was progress (the first trained check);
+    # the three after the kept one were not.
     losses = [1.0, 2.0, 0.5, 0.5, 0.5]
     est = every_epoch(losses, val_losses=[5.0, 4.0, 2.0, 3.0, 3.5, 4.5])
     outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses), X_val=torch.zeros(1, 1))
@@ -315,7 +335,7 @@ def test_weights_that_fit_the_training_data_worse_than_the_start_are_no_candidat
     assert est.validation_scores_ == [-4.0, -2.0, -3.0, -3.5, -4.5]
     assert est.best_validation_score_ == -3.0
     assert est.weight.item() == -10 * (1.0 + 2.0 + 0.5)
-    assert est._no_improvement_count == 2
+    assert est._no_improvement_count == 3
     # A start that nothing matches on the training data is kept.
     est = every_epoch([1.0, 2.0, 3.0], val_losses=[5.0, 6.0, 1.0, 1.0])
     outcome = run(est, **EVERY_EPOCH, n_epochs=3, X_val=torch.zeros(1, 1))
@@ -341,7 +361,7 @@ def test_validation_plateau_is_relative():
 
 
 @pytest.mark.parametrize("cls_name", ["GradientFlowEncoder", "Autoencoder", "VAE"])
-def test_early_stopping_with_one_sample_monitors_the_training_loss(cls_name):
+def test_fit_on_one_sample_raises_and_two_samples_hold_one_out(cls_name):
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -356,14 +376,12 @@ def test_early_stopping_with_one_sample_monitors_the_training_loss(cls_name):
     X = np.random.default_rng(0).normal(size=(5, 4))
     model = cls(n_components=2, hidden_layer_sizes=(4,), max_iter=12, random_state=0)
     assert model.early_stopping
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no warning but the max_iter one
-        warnings.filterwarnings("ignore", "Stochastic optimizer", ConvergenceWarning)
+    # One sample has nothing to learn from and nothing to hold out (PCA raises
+    # too); partial_fit still takes single samples of a stream.
+    with pytest.raises(ValueError, match="n_samples=1 while a minimum of 2"):
         model.fit(X[:1])
-    # Nothing held out: no validation score, the training loss is monitored.
-    assert model.validation_scores_ == [] and model.best_validation_score_ is None
-    assert len(model.loss_curve_) == model.n_iter_ == 12
-    assert np.isfinite(model.best_loss_)
+    assert not hasattr(model, "decoder_")
+    model.partial_fit(X[:1])
     assert np.all(np.isfinite(model.transform(X)))
     # Two samples: one is held out.
     with warnings.catch_warnings():

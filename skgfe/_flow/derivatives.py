@@ -96,6 +96,25 @@ class DecoderPlan:
         gates = getattr(decoder, "gates", ())
         self.gates = [affine(gate) for gate in gates] if len(gates) else None
         self._transposed = {}
+        self._output_gram = {}
+
+    @torch.no_grad()
+    def output_gram(self, dtype):
+        """The output layer's ``W^T W`` ``(H, H)``, and with a skip path
+        ``W^T S^T`` ``(H, k)`` (stored as its contiguous transpose ``(k, H)``) and
+        ``S S^T`` ``(k, k)``, in ``dtype`` (else None, None); made on first use."""
+        if dtype not in self._output_gram:
+            weight = self.layers[-1][0].to(dtype)  # (p, H)
+            gram = weight.T @ weight
+            gram = 0.5 * (gram + gram.T)  # exactly symmetric: its .T view is equal
+            cross = skip_gram = None
+            if self.skip is not None:
+                skip = self.skip[0].to(dtype)  # (p, k)
+                cross = (skip.T @ weight).contiguous()  # (k, H)
+                skip_gram = skip.T @ skip
+                skip_gram = 0.5 * (skip_gram + skip_gram.T)
+            self._output_gram[dtype] = (gram, cross, skip_gram)
+        return self._output_gram[dtype]
 
     @torch.no_grad()
     def transposed(self, dtype):
@@ -155,22 +174,15 @@ def _forward(plan, z):
     return output, cache
 
 
-def _jacobian(plan, cache, shape, dtype):
-    """Jacobians ``dD/dz`` of all rows, ``(b, R, k, p)`` (row ``j`` is ``dD/dz_j``).
+def _hidden_tangents(plan, cache, dtype):
+    """Tangents ``dh/dz`` of the last hidden layer, ``(b, R, k, H)``, or None.
 
     Forward mode from the cache of :func:`_forward`: the ``k`` tangent directions
     go through the network together, in ``dtype``. The first layer's tangents are
     its weights (the input's tangents are the identity), so no product is spent
-    on them.
+    on them. None stands for a decoder without hidden layers (the identity).
     """
-    gates_t, layers_t, skip_t = plan.transposed(dtype)
-
-    def push(t_h, weight_t):
-        # Tangents through a linear layer; None stands for the identity. The
-        # transposed view makes torch multiply every row's tangents by its own
-        # (batched) product, whose rounding does not depend on the row's
-        # position.
-        return weight_t if t_h is None else t_h @ weight_t
+    gates_t, layers_t, _ = plan.transposed(dtype)
 
     def cast(t):
         return t.to(dtype).unsqueeze(-2)
@@ -183,16 +195,58 @@ def _jacobian(plan, cache, shape, dtype):
         t_v = gates_t[1] * dv
         for i in range(last):
             gate, dgate = (cast(t) for t in cache["hidden"][i])
-            t_gate = push(t_h, layers_t[i]) * dgate
+            t_gate = _push(t_h, layers_t[i]) * dgate
             t_h = t_u + t_gate * (v - u) + gate * (t_v - t_u)
     else:
         for i in range(last):
-            t_h = push(t_h, layers_t[i]) * cast(cache["hidden"][i][1])
-    t_out = push(t_h, layers_t[last])
+            t_h = _push(t_h, layers_t[i]) * cast(cache["hidden"][i][1])
+    return t_h
+
+
+def _push(t_h, weight_t):
+    """Tangents through a linear layer; None stands for the identity.
+
+    The transposed view makes torch multiply every row's tangents by its own
+    (batched) product, whose rounding does not depend on the row's position.
+    """
+    return weight_t if t_h is None else t_h @ weight_t
+
+
+def _jacobian(plan, t_h, shape, dtype):
+    """Jacobians ``dD/dz`` of all rows, ``(b, R, k, p)`` (row ``j`` is ``dD/dz_j``),
+    from the last hidden layer's tangents ``t_h``."""
+    _, layers_t, skip_t = plan.transposed(dtype)
+    t_out = _push(t_h, layers_t[-1])
     if skip_t is not None:
         # In place unless t_out is the cached first-layer weight itself.
         t_out = t_out + skip_t if t_h is None else t_out.add_(skip_t)
     return t_out.expand(*shape)
+
+
+def _uses_output_gram(plan, t_h, weights):
+    """Whether ``J J^T`` is cheaper through the output layer's Gram matrices.
+
+    For the squared error (no per-entry weights) and an output much wider than
+    the last hidden layer, ``J = T W^T + S^T`` gives ``J J^T`` from
+    ``T (W^T W) T^T`` and two small terms: ``k H^2`` multiply-adds per row
+    instead of ``k H p`` for the Jacobian alone.
+    """
+    if weights is not None or t_h is None:
+        return False
+    n_hidden, n_features = plan.layers[-1][1].shape
+    return n_features > 2 * n_hidden
+
+
+def _gauss_newton_from_gram(plan, t_h, dtype):
+    """``J J^T`` per row, ``(b, R, k, k)``, from the output layer's Gram matrices."""
+    gram, cross, skip_gram = plan.output_gram(dtype)
+    # Transposed views of symmetric / contiguous tensors: batched per-row
+    # products, as in _push.
+    product = (t_h @ gram.T) @ t_h.transpose(-1, -2)
+    if cross is not None:
+        mixed = t_h @ cross.T
+        product = product.add_(mixed).add_(mixed.transpose(-1, -2)).add_(skip_gram)
+    return product
 
 
 def _reverse(plan, cache, g_out):
@@ -278,9 +332,14 @@ def loss_gradient_and_gauss_newton(decoder, loss, z, X, jacobian_dtype=None):
         output, cache = _forward(plan, z)
         values, g_out, weights = _loss_terms(loss, output, X)
         grad = _reverse(plan, cache, g_out)
-        jac = _jacobian(plan, cache, (*output.shape[:2], k, output.shape[-1]), dtype)
-        if weights is None:
-            gn = (2.0 / output.shape[-1]) * (jac @ jac.transpose(-1, -2))
+        t_h = _hidden_tangents(plan, cache, dtype)
+        if _uses_output_gram(plan, t_h, weights):
+            gn = (2.0 / output.shape[-1]) * _gauss_newton_from_gram(plan, t_h, dtype)
         else:
-            gn = (jac * weights.to(dtype).unsqueeze(-2)) @ jac.transpose(-1, -2)
+            shape = (*output.shape[:2], k, output.shape[-1])
+            jac = _jacobian(plan, t_h, shape, dtype)
+            if weights is None:
+                gn = (2.0 / output.shape[-1]) * (jac @ jac.transpose(-1, -2))
+            else:
+                gn = (jac * weights.to(dtype).unsqueeze(-2)) @ jac.transpose(-1, -2)
     return _rows(values, n_rows), _rows(grad, n_rows), _rows(gn, n_rows).to(z.dtype)

@@ -37,10 +37,12 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_flows.py
 	$(PY) benchmarks/bench_data_efficiency.py
+	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_vae_dlm.py
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_data_efficiency.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
+	$(PY) benchmarks/bench_shapes.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_vae_dlm.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 
 clean:

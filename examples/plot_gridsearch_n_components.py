@@ -25,13 +25,13 @@ data, with a custom scorer and a ``refit`` callable.
 import warnings
 
 import matplotlib.pyplot as plt
-import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold
 
 from skgfe import GradientFlowEncoder
 from skgfe.datasets import make_reaction_diffusion
+from skgfe.metrics import explained_variance_scorer, smallest_n_components
 
 X, params = make_reaction_diffusion(
     n_samples=300, n_features=64, return_params=True, random_state=0
@@ -52,29 +52,18 @@ fig.tight_layout()
 # Scorer and selection rule
 # -------------------------
 #
-# The scorer is the fraction of the variance of a held-out fold that the model
-# reconstructs: one minus the mean squared reconstruction error over the
-# variance. (``GradientFlowEncoder.score`` is the negative mean squared error,
-# but ``PCA.score`` is a log-likelihood, so the scorer computes the error from
-# ``transform`` and ``inverse_transform`` for both.) The ``refit`` callable receives the
-# ``cv_results_`` of the search and returns the index of the candidate to refit
-# on all the data: the smallest ``n_components`` that reaches the target.
+# The scorer, :func:`skgfe.metrics.explained_variance_scorer`, is the fraction of
+# the variance of a held-out fold that the model reconstructs: one minus the mean
+# squared reconstruction error over the variance. (``GradientFlowEncoder.score``
+# is the negative mean squared error, but ``PCA.score`` is a log-likelihood, so
+# the scorer computes the error from ``transform`` and ``inverse_transform`` for
+# both.) The ``refit`` rule, :func:`skgfe.metrics.smallest_n_components`, receives
+# the ``cv_results_`` of the search and returns the index of the candidate to
+# refit on all the data: the smallest ``n_components`` that reaches the target
+# (without a target: the smallest within one standard error of the best).
 target = 0.99
-
-
-def explained_variance(model, X, y=None):
-    """Fraction of the variance of ``X`` that the model reconstructs."""
-    X_hat = model.inverse_transform(model.transform(X))
-    return 1.0 - np.mean((X - X_hat) ** 2) / X.var(axis=0).mean()
-
-
-def smallest_reaching_target(cv_results):
-    """Index of the smallest n_components whose mean score reaches ``target``."""
-    n_components = np.asarray(cv_results["param_n_components"], dtype=int)
-    reaching = np.flatnonzero(cv_results["mean_test_score"] >= target)
-    if len(reaching) == 0:  # none reaches it: take the best
-        return int(np.argmax(cv_results["mean_test_score"]))
-    return int(reaching[np.argmin(n_components[reaching])])
+explained_variance = explained_variance_scorer
+smallest_reaching_target = smallest_n_components(target)
 
 
 # %%

@@ -164,8 +164,10 @@ class Autoencoder(_BaseAutoencoder):
         a single minibatch). A check measures the current weights (their
         validation loss with ``early_stopping``, else their training loss on all
         training samples); one that does not lower that loss below
-        ``(1 - tol)`` times its best value counts as no improvement. The best
-        measured weights are kept, those fit started from included. If the loss
+        ``(1 - tol)`` times the best value of the trained checks counts as no
+        improvement (the weights fit started from are not part of this test, so
+        that training goes on while it improves, even before it passes them).
+        The best measured weights are kept, those fit started from included. If the loss
         turns non-finite, training stops with a ConvergenceWarning and the best
         measured weights are restored. ``partial_fit`` only counts plateaus of
         the mean minibatch loss and keeps its last weights.
@@ -233,12 +235,18 @@ class Autoencoder(_BaseAutoencoder):
         mean minibatch loss of its checks instead.
 
     validation_scores_ : list of float or None
-        Negative validation loss of each epoch of ``fit`` when
-        ``early_stopping`` is True (``partial_fit`` does not validate, the list
-        stays empty).
+        Negative validation loss of each progress check of ``fit`` (after every
+        epoch, but at most every 10 optimiser steps) when ``early_stopping`` is
+        True (``partial_fit`` does not validate, the list stays empty).
 
     best_validation_score_ : float or None
-        Best entry of ``validation_scores_``.
+        Negative validation loss of the kept weights: an entry of
+        ``validation_scores_``, or the untrained model's score when fit kept
+        the weights it started from (``kept_start_``).
+
+    kept_start_ : bool
+        Whether ``fit`` kept the weights it started from because no trained
+        weights measured better. Not set by ``partial_fit``.
 
     n_iter_ : int
         Number of epochs run.
@@ -487,8 +495,10 @@ class VariationalAutoencoder(_BaseAutoencoder):
         a single minibatch). A check measures the current weights (their
         validation loss with ``early_stopping``, else their training loss on all
         training samples); one that does not lower that loss below
-        ``(1 - tol)`` times its best value counts as no improvement. The best
-        measured weights are kept, those fit started from included. If the loss
+        ``(1 - tol)`` times the best value of the trained checks counts as no
+        improvement (the weights fit started from are not part of this test, so
+        that training goes on while it improves, even before it passes them).
+        The best measured weights are kept, those fit started from included. If the loss
         turns non-finite, training stops with a ConvergenceWarning and the best
         measured weights are restored. ``partial_fit`` only counts plateaus of
         the mean minibatch loss and keeps its last weights.
@@ -558,12 +568,18 @@ class VariationalAutoencoder(_BaseAutoencoder):
         mean minibatch loss of its checks instead.
 
     validation_scores_ : list of float or None
-        Negative validation loss of each epoch of ``fit`` when
-        ``early_stopping`` is True (``partial_fit`` does not validate, the list
-        stays empty).
+        Negative validation loss of each progress check of ``fit`` (after every
+        epoch, but at most every 10 optimiser steps) when ``early_stopping`` is
+        True (``partial_fit`` does not validate, the list stays empty).
 
     best_validation_score_ : float or None
-        Best entry of ``validation_scores_``.
+        Negative validation loss of the kept weights: an entry of
+        ``validation_scores_``, or the untrained model's score when fit kept
+        the weights it started from (``kept_start_``).
+
+    kept_start_ : bool
+        Whether ``fit`` kept the weights it started from because no trained
+        weights measured better. Not set by ``partial_fit``.
 
     n_iter_ : int
         Number of epochs run.

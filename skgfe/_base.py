@@ -9,7 +9,6 @@ training minibatch.
 
 import copy
 import hashlib
-import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
@@ -29,6 +28,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from ._losses import LOSSES
 from ._networks import ACTIVATIONS, ARCHITECTURES, make_mlp
 from ._training import OPTIMIZERS, make_optimizer, run_epochs
+from ._warnings import warn_user
 
 try:  # scikit-learn >= 1.9: the callback API (set_callbacks, ProgressBar, ...)
     from sklearn.callback import CallbackSupportMixin
@@ -50,6 +50,21 @@ def _fingerprint(X):
     """A digest of a tensor's shape and values: are two training sets the same?"""
     array = np.ascontiguousarray(X.detach().cpu().numpy())
     return (array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+
+
+def _refuse_1d(X):
+    """The 1-D input error without the array itself (a spectrum has thousands
+    of values, and scikit-learn's message prints them all)."""
+    shape = getattr(X, "shape", None)
+    if shape is None and isinstance(X, (list, tuple)):
+        shape = np.shape(X) if X and np.ndim(X[0]) == 0 else None
+    if shape is not None and len(shape) == 1:
+        raise ValueError(
+            f"Expected 2D array, got 1D array of shape {tuple(shape)} instead. "
+            "Reshape your data either using array.reshape(-1, 1) if your data has "
+            "a single feature or array.reshape(1, -1) if it contains a single "
+            "sample."
+        )
 
 
 def resolve_device(device):
@@ -195,11 +210,12 @@ class TorchEstimatorMixin:
         """After ``fit``: warn when the epoch budget, not a stopping rule, ended it."""
         if outcome.stopped_early or outcome.diverged or self.n_iter_ < self.max_iter:
             return
-        warnings.warn(
+        warn_user(
             f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
-            "and the optimization hasn't converged yet.",
+            f"and the optimization hasn't converged yet: {type(self).__name__} "
+            f"stopped after {self.n_iter_} epochs while its monitored loss still "
+            "improved. Raise max_iter (or continue with warm_start=True).",
             ConvergenceWarning,
-            stacklevel=4,
         )
 
     def _in_chunks(self, function, *tensors):
@@ -257,7 +273,10 @@ class BaseDecoderTransformer(
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
         "architecture": [StrOptions(set(ARCHITECTURES))],
         "loss": [StrOptions(set(LOSSES))],
@@ -362,11 +381,10 @@ class BaseDecoderTransformer(
                 f"{self.__class__.__name__}: the networks were built with the old "
                 "values. Set them back, or call fit to train a new model."
             )
-        warnings.warn(
+        warn_user(
             f"warm_start=True cannot reuse the fitted networks after changing "
             f"{details}: the model is trained from scratch.",
             UserWarning,
-            stacklevel=5,
         )
         return True
 
@@ -441,6 +459,7 @@ class BaseDecoderTransformer(
         )
 
     def _validate_X(self, X, reset):
+        _refuse_1d(X)
         X = validate_data(
             self,
             X,
@@ -455,13 +474,12 @@ class BaseDecoderTransformer(
             and self.n_components > X.shape[1]
             and not self._overcomplete_is_intended()
         ):
-            warnings.warn(
+            warn_user(
                 f"n_components={self.n_components} exceeds the number of features "
                 f"({X.shape[1]}): the codes are overcomplete, they do not compress "
                 "the data and many codes reconstruct a sample equally well. Use "
                 "n_components <= n_features for a reduction.",
                 UserWarning,
-                stacklevel=5,
             )
         return X
 
@@ -552,6 +570,8 @@ class BaseDecoderTransformer(
                 f"required by {type(self).__name__}.fit: one sample has no "
                 "variance to learn (partial_fit accepts single samples)."
             )
+        if first_call and not incremental:
+            self._warn_if_degenerate(X)
         generator = self._torch_generator()
         if first_call:
             self._fit_dtype = X.dtype
@@ -602,6 +622,26 @@ class BaseDecoderTransformer(
             self._warn_if_max_iter_reached(outcome)
         return self
 
+    def _warn_if_degenerate(self, X):
+        """Warn about training data that cannot fit a model of this size."""
+        name = type(self).__name__
+        if np.all(X == X[:1]):
+            warn_user(
+                f"All {X.shape[0]} training samples of {name} are equal: there is "
+                "no variance to encode, every code decodes to that sample (or to "
+                "what the untrained decoder makes of it).",
+                UserWarning,
+            )
+        elif self.n_components > X.shape[0] - 1:
+            warn_user(
+                f"n_components={self.n_components} is not below the number of "
+                f"training samples ({X.shape[0]}): {X.shape[0]} samples span at "
+                f"most {X.shape[0] - 1} directions, so some code directions are "
+                "never trained (PCA refuses this). Use fewer components or more "
+                "samples.",
+                UserWarning,
+            )
+
     def _validation_split(self, X, generator, first_call):
         """A permutation of the rows of ``X``: validation rows first.
 
@@ -644,10 +684,7 @@ class BaseDecoderTransformer(
                 if first_call
                 else "the weights the previous fit ended with"
             )
-            kept = (
-                f"kept {start}: no trained weights had a lower "
-                f"{monitored}"
-            )
+            kept = f"kept {start}: no trained weights had a lower {monitored}"
         else:
             kept = f"kept the weights measured after epoch {outcome.best_epoch}"
         print(
@@ -721,19 +758,19 @@ class BaseDecoderTransformer(
         deviation = float(np.sqrt(np.mean((X - self.mean_) ** 2))) / self.scale_
         if 0.1 <= deviation <= 10 or (deviation < 0.1 and len(X) < 10):
             return
-        warnings.warn(
+        warn_user(
             f"This partial_fit block lies {deviation:.3g} times scale_ from mean_ "
             "(root mean square over its values), where the first block, which "
             "fixed the internal scaling, lies 1 time: the model assumes scaled "
             "data of order one. Start a new model whose first partial_fit block "
             "represents all the data, or standardise the data outside the model.",
             UserWarning,
-            stacklevel=4,
         )
 
     # ------------------------------------------------------------ inference
     def _check_ready(self, X):
         check_is_fitted(self)
+        _refuse_1d(X)
         X = validate_data(
             self,
             X,
@@ -831,6 +868,13 @@ class BaseDecoderTransformer(
 
     def score(self, X, y=None):
         """Negative mean squared reconstruction error over all samples.
+
+        It is in the units of ``X`` and only rises with ``n_components``: to
+        choose the number of components in a grid search, score with
+        :func:`skgfe.metrics.explained_variance_scorer` (unit-free, and
+        comparable with PCA, whose ``score`` is a log-likelihood) and refit with
+        :func:`skgfe.metrics.smallest_n_components` (the smallest number of
+        components within one standard error of the best, or reaching a target).
 
         Parameters
         ----------

@@ -1,6 +1,5 @@
 """GradientFlowEncoder: dimensionality reduction with a decoder and no encoder."""
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,6 +21,7 @@ from ._flow import (
 )
 from ._flow.result import MAX_STEPS, STALL_TOL_FACTOR
 from ._networks import make_mlp, set_linear_path
+from ._warnings import warn_user
 
 # Evaluations per training sample and epoch when training codes are warm-started
 # (solver='lm'): the solve from last epoch's code is left inexact and resumes in
@@ -29,7 +29,6 @@ from ._networks import make_mlp, set_linear_path
 # spectra (n=200) 3 gave the held-out error of full solves at 0.4-0.6 times the
 # fit time.
 TRAINING_MAX_EVALS = 3
-
 
 
 class GradientFlowEncoder(BaseDecoderTransformer):
@@ -235,8 +234,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         a single minibatch). A check measures the current weights (their
         validation loss with ``early_stopping``, else their training loss on all
         training samples); one that does not lower that loss below
-        ``(1 - tol)`` times its best value counts as no improvement. The best
-        measured weights are kept, those fit started from included. If the loss
+        ``(1 - tol)`` times the best value of the trained checks counts as no
+        improvement (the weights fit started from are not part of this test, so
+        that training goes on while it improves, even before it passes them).
+        The best measured weights are kept, those fit started from included. If the loss
         turns non-finite, training stops with a ConvergenceWarning and the best
         measured weights are restored. ``partial_fit`` only counts plateaus of
         the mean minibatch loss and keeps its last weights.
@@ -300,12 +301,22 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         mean minibatch loss of its checks instead.
 
     validation_scores_ : list of float or None
-        Negative validation loss of each epoch of ``fit`` when
-        ``early_stopping`` is True (``partial_fit`` does not validate, the list
-        stays empty).
+        Negative validation loss of each progress check of ``fit`` (after every
+        epoch, but at most every 10 optimiser steps) when ``early_stopping`` is
+        True (``partial_fit`` does not validate, the list stays empty).
 
     best_validation_score_ : float or None
-        Best entry of ``validation_scores_``.
+        Negative validation loss of the kept weights: an entry of
+        ``validation_scores_``, or the untrained model's score when fit kept
+        the weights it started from (``kept_start_``). It can be below
+        ``max(validation_scores_)``: a check whose epochs fit the training data
+        worse than GFE's PCA start is no candidate (see the User Guide).
+
+    kept_start_ : bool
+        Whether ``fit`` kept the weights it started from because no trained
+        weights measured better (for a PCA-initialised GFE: the data are close
+        enough to linear for this model, and it encodes as PCA does). Not set
+        by ``partial_fit``.
 
     n_iter_ : int
         Number of epochs run.
@@ -565,14 +576,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         statuses = np.array([STATUS_NAMES[s] for s in statuses])
         grad_norms = torch.cat(short["grad_norm"]).cpu().numpy()
         details = self._unconverged_details(statuses, grad_norms)
-        warnings.warn(
+        warn_user(
             f"In the last epoch of training, the {self.flow} flow ({self.solver!r} "
             f"solver) of {len(statuses)} of {short['n_solves']} training samples "
             f"stopped before its gradient norm reached flow_tol={self.flow_tol} "
             f"({details}); or raise flow_tol. The decoder was trained on codes "
             "short of the flows' end points.",
             ConvergenceWarning,
-            stacklevel=5,
         )
 
     def _record_short_solves(self, result, warm):
@@ -805,13 +815,12 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         details = self._unconverged_details(
             info["status"][not_converged], info["grad_norm"][not_converged]
         )
-        warnings.warn(
+        warn_user(
             f"The {self.flow} flow ({self.solver!r} solver) of "
             f"{not_converged.sum()} of {len(not_converged)} samples stopped before "
             f"its gradient norm reached flow_tol={self.flow_tol} ({details}); or "
             "raise flow_tol. encode(X, return_info=True) tells which samples.",
             ConvergenceWarning,
-            stacklevel=3,
         )
 
     def _unconverged_details(self, statuses, grad_norms):

@@ -11,7 +11,6 @@ weights reached so far.
 import copy
 import math
 import time
-import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ._warnings import warn_user
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
@@ -245,11 +246,10 @@ def run_epochs(
             if best_state is start_state
             else "the best weights measured so far were restored"
         )
-        warnings.warn(
+        warn_user(
             f"{what} became {value} in epoch {est.n_iter_ + 1}; training stopped "
             f"and {restored}. Lower learning_rate_init or scale the data.",
             ConvergenceWarning,
-            stacklevel=4,
         )
         outcome.diverged = True
         outcome.reason = "diverged"
@@ -381,12 +381,11 @@ def run_epochs(
     except KeyboardInterrupt:
         outcome.reason = "interrupted"
         kept = "best weights measured so far" if keep_best else "weights reached so far"
-        warnings.warn(
+        warn_user(
             f"Training interrupted after {est.n_iter_} epochs; the model keeps the "
             f"{kept} and can be used, or trained further with partial_fit or "
             "warm_start=True.",
             UserWarning,
-            stacklevel=3,
         )
     finally:
         if bar is not None:

@@ -5,7 +5,6 @@ it maps an initial condition ``u0`` and a time ``t`` to the solution ``u(., t)``
 through a latent manifold that moves with ``t`` under a steady geometric flow.
 """
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -38,6 +37,7 @@ from ._networks import (
     reset_linear,
 )
 from ._training import run_epochs
+from ._warnings import warn_user
 
 GEOMETRIES = ("steady_flow",)
 
@@ -357,7 +357,10 @@ default='gelu'
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
         "encoder_activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
         "architecture": [StrOptions(set(ARCHITECTURES))],
@@ -477,12 +480,11 @@ default='gelu'
     def _check_params(self):
         self._hidden_sizes()
         if self.geometry is not None and self.activation == "relu":
-            warnings.warn(
+            warn_user(
                 "activation='relu' makes the pull-back metric of the manifold "
                 "encoder piecewise constant, so the geometric losses barely train "
                 "it; use a smooth activation ('tanh', 'gelu' or 'elu').",
                 UserWarning,
-                stacklevel=3,
             )
 
     # -------------------------------------------------------------- networks
@@ -658,11 +660,10 @@ default='gelu'
             return False
         if self._fitted_architecture == self._architecture():
             return True
-        warnings.warn(
+        warn_user(
             "warm_start=True cannot reuse the fitted networks after changing "
             "their shape or kind: the model is trained from scratch.",
             UserWarning,
-            stacklevel=4,
         )
         return False
 

@@ -236,7 +236,10 @@ def test_warm_start_resumes_the_training_codes(monkeypatch):
     # other samples start their codes from init.
     X = load_wine().data[:120]
     gfe = GradientFlowEncoder(
-        n_components=3, hidden_layer_sizes=(8,), max_iter=3, warm_start=True,
+        n_components=3,
+        hidden_layer_sizes=(8,),
+        max_iter=3,
+        warm_start=True,
         random_state=0,
     )
     n_train = len(X) - round(0.1 * len(X))
@@ -255,3 +258,21 @@ def test_warm_start_resumes_the_training_codes(monkeypatch):
     assert starts.count(n_train) == 0 and gfe.n_iter_ == 6
     fit_quietly(gfe, X[:100])
     assert starts.count(100 - 10) == 1
+
+
+def test_best_validation_score_is_the_kept_weights_score(digits_split):
+    # The score of the weights fit keeps: a check's (an entry of the list) or,
+    # when the start was kept, the untrained model's, measured again here.
+    X_pool, _ = digits_split
+    for n_components, kept in [(8, False), (2, None)]:
+        gfe = fit_quietly(
+            GradientFlowEncoder(
+                n_components, hidden_layer_sizes=(16,), max_iter=30, random_state=0
+            ),
+            X_pool[:150],
+        )
+        assert kept is None or gfe.kept_start_ == kept
+        if gfe.kept_start_:
+            assert gfe.best_validation_score_ not in gfe.validation_scores_
+        else:
+            assert gfe.best_validation_score_ in gfe.validation_scores_

@@ -608,6 +608,11 @@ class BaseDecoderTransformer(
             )
         finally:
             self._end_training()
+        if outcome.kept_start and not incremental:
+            # The optimiser's moments and the training codes belong to weights
+            # that were dropped: a warm start resumes from the kept start afresh.
+            self._optimizer = self._make_optimizer()
+            self.__dict__.pop("_last_train_codes", None)
         if first_call and X_val is not None and outcome.kept_start:
             # Training never beat the initial model on the validation samples:
             # that model is kept, and initialised from all the data it is better.

@@ -257,7 +257,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     random_state : int, RandomState instance or None, default=None
         Seeds the decoder initialisation and the minibatch order through a local
         ``torch.Generator`` (torch's global seed is never touched). Pass an int for
-        reproducible results.
+        reproducible results: the same seed, data, torch version, device and
+        number of torch threads give the same model (see the User Guide).
 
     verbose : int, default=0
         1 prints one line per epoch (loss, mean flow steps, seconds); 2 also shows

@@ -304,7 +304,7 @@ def _fitted_state(estimator, schema):
     return modules, attributes
 
 
-def save(estimator, path):
+def save(estimator, path, *, overwrite=False):
     """Save a fitted skgfe estimator to a folder, without pickle.
 
     The folder receives two files: ``weights.safetensors`` (the weights of the
@@ -312,8 +312,8 @@ def save(estimator, path):
     `safetensors <https://huggingface.co/docs/safetensors>`_ format) and
     ``config.json`` (the class name, the parameters, the other fitted
     attributes, a format version and the SHA-256 of the weights file). Both
-    hold data only: :func:`load` runs no code from them. Existing files of
-    these names are replaced.
+    hold data only: :func:`load` runs no code from them. A folder that already
+    holds a saved model is refused unless ``overwrite=True``.
 
     Weights on a GPU are copied to the CPU; the optimiser's state is not saved
     (as with pickle, the next ``partial_fit`` or warm-started ``fit`` starts a
@@ -329,6 +329,9 @@ def save(estimator, path):
         RandomState instance).
     path : str or path-like
         The folder to write to; it is created if needed.
+    overwrite : bool, default=False
+        Replace a model already saved in ``path``. Without it, such a folder
+        raises a FileExistsError and is left as it was.
 
     Returns
     -------
@@ -343,6 +346,8 @@ def save(estimator, path):
         If ``estimator`` is not fitted.
     ValueError
         If a parameter or an attribute cannot be represented in JSON.
+    FileExistsError
+        If ``path`` holds a saved model and ``overwrite`` is False.
 
     See Also
     --------
@@ -405,6 +410,16 @@ def save(estimator, path):
     }
     text = json.dumps(config, indent=2, allow_nan=False)
     path = os.fspath(path)
+    existing = [
+        name
+        for name in (CONFIG_FILE, WEIGHTS_FILE)
+        if os.path.exists(os.path.join(path, name))
+    ]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{path!r} already holds a saved model ({', '.join(existing)}); pass "
+            "overwrite=True to replace it, or choose another folder."
+        )
     os.makedirs(path, exist_ok=True)
     # Weights first, config last: a save interrupted half-way leaves a config
     # whose SHA-256 does not match, and load refuses it.

@@ -193,10 +193,15 @@ def test_files_hold_weights_and_description(saved, fitted):
     assert config["weights"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_save_accepts_str_path_and_overwrites(fitted, tmp_path, frames):
+def test_save_accepts_str_path_and_overwrites_only_when_asked(fitted, tmp_path, frames):
     folder = str(tmp_path / "a" / "b")
     save(fitted[Autoencoder, np.float64], folder)
-    save(fitted[GradientFlowEncoder, np.float32], folder)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a" / "b").iterdir()}
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save(fitted[GradientFlowEncoder, np.float32], folder)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "a" / "b").iterdir()}
+    assert after == before  # left as it was
+    save(fitted[GradientFlowEncoder, np.float32], folder, overwrite=True)
     restored = load(folder)
     assert isinstance(restored, GradientFlowEncoder)
     assert restored.mean_.dtype == np.float32

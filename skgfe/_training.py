@@ -155,8 +155,11 @@ def run_epochs(
     ``X_train`` (``estimator._training_loss``). The weights the call starts from
     are measured the same way and are the first candidate; a check keeps a
     snapshot of the weights when their loss is the best so far, and counts as no
-    improvement unless the loss fell below ``(1 - tol)`` times the best (a
-    relative test, whatever the units of the data). With validation samples and
+    improvement unless the loss fell below ``(1 - tol)`` times the best loss of
+    the *trained* checks (a relative test, whatever the units of the data; the
+    starting weights are a candidate for the kept weights but not the bar of
+    this test, so that training goes on while it improves, also before it has
+    passed them). With validation samples and
     an estimator that gives a reference (``_reference_training_loss``: for
     GFE's PCA-initialised decoder, its starting weights' training objective,
     PCA's optimum), a check also needs the mean minibatch loss of its epochs to

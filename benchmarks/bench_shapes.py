@@ -279,12 +279,8 @@ def main(argv=None):
     tasks = [(*cell, seed) for cell in cells for seed in args.seeds]
     # Seed by seed (a run stopped early has whole seeds), and within a seed the
     # slowest cells first, so that the parallel jobs end together.
-    tasks.sort(
-        key=lambda t: (
-            args.seeds.index(t[3]),
-            -t[1] * (FAMILIES[t[0]][0](2, 0).shape[1] + 64),
-        )
-    )
+    n_features = {family: FAMILIES[family][0](2, 0).shape[1] for family, *_ in cells}
+    tasks.sort(key=lambda t: (args.seeds.index(t[3]), -t[1] * (n_features[t[0]] + 64)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Every finished task is written at once: a long run that is stopped keeps

@@ -62,8 +62,6 @@ fig.tight_layout()
 # refit on all the data: the smallest ``n_components`` that reaches the target
 # (without a target: the smallest within one standard error of the best).
 target = 0.99
-explained_variance = explained_variance_scorer
-smallest_reaching_target = smallest_n_components(target)
 
 
 # %%
@@ -86,10 +84,18 @@ gfe = GradientFlowEncoder(
 )
 searches = {
     "GFE": GridSearchCV(
-        gfe, grid, scoring=explained_variance, cv=cv, refit=smallest_reaching_target
+        gfe,
+        grid,
+        scoring=explained_variance_scorer,
+        cv=cv,
+        refit=smallest_n_components(target),
     ),
     "PCA": GridSearchCV(
-        PCA(), grid, scoring=explained_variance, cv=cv, refit=smallest_reaching_target
+        PCA(),
+        grid,
+        scoring=explained_variance_scorer,
+        cv=cv,
+        refit=smallest_n_components(target),
     ),
 }
 for search in searches.values():

@@ -609,10 +609,7 @@ class BaseDecoderTransformer(
         finally:
             self._end_training()
         if outcome.kept_start and not incremental:
-            # The optimiser's moments and the training codes belong to weights
-            # that were dropped: a warm start resumes from the kept start afresh.
-            self._optimizer = self._make_optimizer()
-            self.__dict__.pop("_last_train_codes", None)
+            self._forget_resume_state()
         if first_call and X_val is not None and outcome.kept_start:
             # Training never beat the initial model on the validation samples:
             # that model is kept, and initialised from all the data it is better.
@@ -626,6 +623,12 @@ class BaseDecoderTransformer(
             self._report_training_end(outcome, X_val is not None, first_call)
             self._warn_if_max_iter_reached(outcome)
         return self
+
+    def _forget_resume_state(self):
+        """After a fit that kept its start: what a warm start would resume from
+        (the optimiser's moments; GFE's training codes) belongs to weights that
+        were dropped, so the next warm start resumes from the kept start afresh."""
+        self._optimizer = self._make_optimizer()
 
     def _warn_if_degenerate(self, X):
         """Warn about training data that cannot fit a model of this size."""

@@ -586,6 +586,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             ConvergenceWarning,
         )
 
+    def _forget_resume_state(self):
+        super()._forget_resume_state()
+        self._last_train_codes = None
+
     def _record_short_solves(self, result, warm):
         """Count the training flows of this epoch that stopped short of flow_tol."""
         record = getattr(self, "_short_solves", None)

@@ -31,9 +31,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as _load_tensors
 from safetensors.torch import save as _save_tensors
+from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoders import Autoencoder, VariationalAutoencoder
+from ._composition import (
+    COMPOSITION_FILE,
+    clear_saved_model,
+    load_composition,
+    refuse_saved_model,
+    save_composition,
+)
 from ._gfe import GradientFlowEncoder
 from ._vae_dlm import VAEDLMRegressor
 
@@ -305,15 +313,24 @@ def _fitted_state(estimator, schema):
 
 
 def save(estimator, path, *, overwrite=False):
-    """Save a fitted skgfe estimator to a folder, without pickle.
+    """Save a fitted skgfe estimator, or a pipeline holding some, without pickle.
 
-    The folder receives two files: ``weights.safetensors`` (the weights of the
-    torch modules and the means of the internal scaling, in the
+    For an skgfe estimator the folder receives two files:
+    ``weights.safetensors`` (the weights of the torch modules and the means of
+    the internal scaling, in the
     `safetensors <https://huggingface.co/docs/safetensors>`_ format) and
     ``config.json`` (the class name, the parameters, the other fitted
     attributes, a format version and the SHA-256 of the weights file). Both
     hold data only: :func:`load` runs no code from them. A folder that already
     holds a saved model is refused unless ``overwrite=True``.
+
+    Any other scikit-learn estimator (a ``Pipeline``, ``ColumnTransformer``,
+    ``TransformedTargetRegressor``, a fitted ``GridSearchCV``, ...) is saved
+    with `skops <https://skops.readthedocs.io>`_, scikit-learn's format without
+    pickle (``pip install 'skgfe[skops]'``), in ``composition.skops``; the
+    skgfe estimators it holds, fitted or not, are replaced there by
+    placeholders and saved in sub-folders of ``parts/`` in skgfe's own format.
+    See :ref:`persistence` in the user guide.
 
     Weights on a GPU are copied to the CPU; the optimiser's state is not saved
     (as with pickle, the next ``partial_fit`` or warm-started ``fit`` starts a
@@ -321,10 +338,11 @@ def save(estimator, path, *, overwrite=False):
 
     Parameters
     ----------
-    estimator : skgfe estimator
+    estimator : skgfe estimator or scikit-learn estimator
         A fitted :class:`~skgfe.GradientFlowEncoder`,
         :class:`~skgfe.Autoencoder`, :class:`~skgfe.VariationalAutoencoder` or
-        :class:`~skgfe.VAEDLMRegressor`. Its parameters must be
+        :class:`~skgfe.VAEDLMRegressor`, or a scikit-learn estimator that may
+        hold them. The parameters of the skgfe estimators must be
         representable in JSON: ``random_state`` an int or None (not a
         RandomState instance).
     path : str or path-like
@@ -341,9 +359,12 @@ def save(estimator, path, *, overwrite=False):
     Raises
     ------
     TypeError
-        If ``estimator`` is not one of skgfe's estimators.
+        If ``estimator`` is neither one of skgfe's estimators nor a
+        scikit-learn estimator.
+    ImportError
+        If ``estimator`` is a composition and skops is not installed.
     sklearn.exceptions.NotFittedError
-        If ``estimator`` is not fitted.
+        If ``estimator`` is an skgfe estimator and is not fitted.
     ValueError
         If a parameter or an attribute cannot be represented in JSON.
     FileExistsError
@@ -365,11 +386,23 @@ def save(estimator, path, *, overwrite=False):
     >>> restored = load(folder)
     >>> bool((restored.transform(X[:5]) == gfe.transform(X[:5])).all())
     True
+
+    A pipeline (this needs skops):
+
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> pipe = make_pipeline(StandardScaler(), gfe).fit(X)
+    >>> restored = load(save(pipe, tempfile.mkdtemp()))
+    >>> bool((restored.transform(X[:5]) == pipe.transform(X[:5])).all())
+    True
     """
     name = type(estimator).__name__
     if ESTIMATORS.get(name) is not type(estimator):
+        if isinstance(estimator, BaseEstimator):
+            return save_composition(estimator, path, overwrite=overwrite)
         raise TypeError(
-            f"save handles skgfe's estimators {sorted(ESTIMATORS)}, got {name}."
+            f"save handles skgfe's estimators {sorted(ESTIMATORS)} and scikit-learn "
+            f"estimators that hold them (a Pipeline, for example), got {name}."
         )
     check_is_fitted(estimator)
     params = {
@@ -410,16 +443,8 @@ def save(estimator, path, *, overwrite=False):
     }
     text = json.dumps(config, indent=2, allow_nan=False)
     path = os.fspath(path)
-    existing = [
-        name
-        for name in (CONFIG_FILE, WEIGHTS_FILE)
-        if os.path.exists(os.path.join(path, name))
-    ]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{path!r} already holds a saved model ({', '.join(existing)}); pass "
-            "overwrite=True to replace it, or choose another folder."
-        )
+    if COMPOSITION_FILE in refuse_saved_model(path, overwrite):
+        clear_saved_model(path)
     os.makedirs(path, exist_ok=True)
     # Weights first, config last: a save interrupted half-way leaves a config
     # whose SHA-256 does not match, and load refuses it.
@@ -594,16 +619,21 @@ def _load_modules(estimator, module_names, tensors, arrays, array_dtype):
         module.load_state_dict(state, strict=True)
 
 
-def load(path, device=None):
-    """Load a model saved by :func:`save`, without pickle.
+def load(path, device=None, *, trusted=None):
+    """Load a model or pipeline saved by :func:`save`, without pickle.
 
-    Only skgfe's own estimators are created: the class is looked up in a fixed
-    table, the networks are rebuilt from the recorded parameters, and the
-    weights are copied in after strict checks of their names, shapes and
-    dtypes. The SHA-256 of the weights file must match the one recorded. The
-    loaded model transforms, inverse-transforms and scores exactly (bit for
-    bit, on the same device) as the saved one, and can be trained further with
-    ``partial_fit`` or ``warm_start`` (with a fresh optimiser).
+    For an skgfe estimator, only skgfe's own estimators are created: the
+    class is looked up in a fixed table, the networks are rebuilt from the
+    recorded parameters, and the weights are copied in after strict checks of
+    their names, shapes and dtypes. The SHA-256 of the weights file must match
+    the one recorded. The loaded model transforms, inverse-transforms and
+    scores exactly (bit for bit, on the same device) as the saved one, and can
+    be trained further with ``partial_fit`` or ``warm_start`` (with a fresh
+    optimiser).
+
+    A composition (a pipeline, for example) is read by skops, which creates
+    only the types it trusts (scikit-learn's and numpy's by default, plus
+    ``trusted``), and its skgfe estimators are loaded as above; it needs skops.
 
     Parameters
     ----------
@@ -614,14 +644,25 @@ def load(path, device=None):
         estimator: None loads onto the CPU (whatever device the model was
         trained on), else any device the estimators accept ('cuda', 'cuda:1',
         'mps', 'auto', ...). The parameter recorded at saving time is replaced.
+        In a composition, this applies to every skgfe estimator it holds
+        (unfitted ones keep their recorded ``device`` when None).
+    trusted : list of str or None, default=None
+        For a composition only: the types outside skops' default trusted set
+        (scikit-learn's and numpy's own) that the skops file may create, as
+        full names (``"mypackage.MyTransformer"``). Loading a composition
+        that holds other types raises a TypeError naming them; check where
+        they come from before trusting them.
 
     Returns
     -------
-    estimator : skgfe estimator
-        The fitted estimator.
+    estimator : skgfe estimator or scikit-learn estimator
+        The fitted estimator, or the composition as it was saved.
 
     Raises
     ------
+    TypeError
+        If a saved composition holds types that are neither trusted by skops
+        by default nor listed in ``trusted``.
     ValueError
         If the files come from a newer format version, are corrupted or were
         edited inconsistently (missing or unexpected tensors, wrong shapes or
@@ -645,9 +686,11 @@ def load(path, device=None):
     """
     from ._base import resolve_device
 
+    path = os.fspath(path)
+    if os.path.exists(os.path.join(path, COMPOSITION_FILE)):
+        return load_composition(path, device=device, trusted=trusted)
     target = "cpu" if device is None else device
     torch_device = resolve_device(target)
-    path = os.fspath(path)
     config = _read_config(path)
     name = config["estimator"]
     cls = ESTIMATORS.get(name)

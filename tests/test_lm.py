@@ -273,7 +273,8 @@ def test_lm_solve_iterates_at_most_max_rows_with_the_same_results(max_rows):
 def test_lm_refuses_a_non_finite_start():
     decoder = make_mlp(2, (4,), 3, "tanh", dtype=torch.float64)
     X = torch.zeros(3, 3, dtype=torch.float64)
-    X[1, 0] = float("nan")
+    # inf, not NaN: the objective takes NaN for a missing entry.
+    X[1, 0] = float("inf")
     objective = ReconstructionObjective(decoder, LOSSES["mse"], X)
     with pytest.raises(FloatingPointError, match="not finite"):
         lm_solve(objective, torch.zeros(3, 2, dtype=torch.float64))

@@ -274,11 +274,16 @@ def _reverse(plan, cache, g_out):
     return g_z
 
 
-def _loss_terms(loss, output, target):
+def _loss_terms(loss, output, target, observed=None):
     """Per-row loss values, ``dl/dD`` and the loss Hessian weights in ``D``.
 
-    ``output`` is in blocks ``(b, R, p)``; ``target`` is ``(n, p)``.
+    ``output`` is in blocks ``(b, R, p)``; ``target`` is ``(n, p)``. With
+    ``observed`` (``(n, p)``, 1 for an observed entry, 0 for a missing one, whose
+    target must be finite, e.g. 0), each row's loss is its mean over its observed
+    entries.
     """
+    if observed is not None:
+        return _masked_loss_terms(loss, output, target, observed)
     target = _pad_to_blocks(target)
     n_features = output.shape[-1]
     if loss is LOSSES["mse"]:
@@ -293,25 +298,48 @@ def _loss_terms(loss, output, target):
     return values, (probability - target) / n_features, weights
 
 
+def _masked_loss_terms(loss, output, target, observed):
+    """:func:`_loss_terms` over the observed entries only (see there)."""
+    target = _pad_to_blocks(target)
+    observed = _pad_to_blocks(observed.to(output.dtype))
+    # Padding rows observe nothing; their count stays 1 to keep them finite.
+    per_entry = observed / observed.sum(dim=-1, keepdim=True).clamp(min=1.0)
+    if loss is LOSSES["mse"]:
+        residual = (output - target) * observed
+        values = (residual.pow(2) * per_entry).sum(dim=-1)
+        return values, 2.0 * per_entry * residual, 2.0 * per_entry
+    probability = torch.sigmoid(output)
+    entries = torch.nn.functional.binary_cross_entropy_with_logits(
+        output, target, reduction="none"
+    )
+    values = (entries * per_entry).sum(dim=-1)
+    weights = probability * (1 - probability) * per_entry
+    return values, (probability - target) * per_entry, weights
+
+
 def _rows(blocks, n_rows):
     return blocks.reshape(-1, *blocks.shape[2:])[:n_rows]
 
 
-def loss_and_gradient(decoder, loss, z, X):
+def loss_and_gradient(decoder, loss, z, X, observed=None):
     """Per-sample losses ``(n,)`` and their gradients in the codes ``(n, k)``.
 
     Equal (to rounding) to ``autograd.grad(loss(decoder(z), X).sum(), z)``.
+    ``observed`` (``(n, p)``, 1 or 0): the loss of a row is its mean over its
+    observed entries (missing entries of ``X`` must hold finite values).
     """
     n_rows = z.shape[0]
     plan = _plan(decoder)
     with torch.no_grad():
         output, cache = _forward(plan, z)
-        values, g_out, _ = _loss_terms(loss, output, X)
+        values, g_out, _ = _loss_terms(loss, output, X, observed)
         grad = _reverse(plan, cache, g_out)
     return _rows(values, n_rows), _rows(grad, n_rows)
 
 
-def loss_gradient_and_gauss_newton(decoder, loss, z, X, jacobian_dtype=None):
+def loss_gradient_and_gauss_newton(
+    decoder, loss, z, X, jacobian_dtype=None, observed=None
+):
     """Per-sample losses, gradients and (generalised) Gauss-Newton matrices.
 
     Returns ``values (n,)``, ``grad (n, k)`` and ``gn (n, k, k)`` where
@@ -324,13 +352,15 @@ def loss_gradient_and_gauss_newton(decoder, loss, z, X, jacobian_dtype=None):
     faster than in float64 on a CPU. Values and gradients are always in ``z``'s
     precision (the gradient from the reverse sweep, not from ``J``), so a solver
     that stops on the gradient reaches the same stationary points either way.
+    ``observed`` as in :func:`loss_and_gradient`: ``W`` weighs the observed
+    entries only.
     """
     n_rows, k = z.shape
     dtype = z.dtype if jacobian_dtype is None else jacobian_dtype
     plan = _plan(decoder)
     with torch.no_grad():
         output, cache = _forward(plan, z)
-        values, g_out, weights = _loss_terms(loss, output, X)
+        values, g_out, weights = _loss_terms(loss, output, X, observed)
         grad = _reverse(plan, cache, g_out)
         t_h = _hidden_tangents(plan, cache, dtype)
         if _uses_output_gram(plan, t_h, weights):

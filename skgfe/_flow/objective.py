@@ -2,8 +2,11 @@
 
 import torch
 
+from .._networks import _pad_to_blocks
 from .derivatives import (
     DecoderPlan,
+    _masked_loss_terms,
+    _rows,
     loss_and_gradient,
     loss_gradient_and_gauss_newton,
     supports_explicit_derivatives,
@@ -44,35 +47,79 @@ class ReconstructionObjective:
     Without ``create_graph`` the gradient of skgfe's own decoders comes from the
     hand-written chain rule of :mod:`.derivatives` (same values to rounding, far
     less overhead than autograd); with it, or for any other module, from autograd.
+
+    Missing entries (NaN in ``X``) are left out: the loss of a row with missing
+    entries is its mean over its observed ones (a row must observe at least
+    one). Rows without missing entries are evaluated apart from the others, by
+    the same computation as when ``X`` has no NaN at all, so their results do
+    not depend on whether their batch mates miss entries.
     """
 
     def __init__(self, decoder, loss, X, create_graph=False):
         self.decoder = decoder
         self.loss = loss
-        self.X = X
         self.create_graph = create_graph
         self.explicit = not create_graph and supports_explicit_derivatives(
             decoder, loss
         )
         # The decoder is fixed while an objective is in use (one solve).
         self.plan = DecoderPlan(decoder) if self.explicit else None
+        missing = torch.isnan(X)
+        self.observed = None
+        if missing.any():
+            self.observed = (~missing).to(X.dtype)
+            self.incomplete = missing.any(dim=1)
+            X = X.masked_fill(missing, 0.0)
+        self.X = X
 
     def __call__(self, z, rows=None):
-        x = self.X if rows is None else self.X[rows]
+        return self._by_completeness(self._loss_and_gradient, z, rows)
+
+    def _loss_and_gradient(self, z, x, observed):
         if self.explicit:
-            return loss_and_gradient(self.plan, self.loss, z.detach(), x)
+            return loss_and_gradient(self.plan, self.loss, z.detach(), x, observed)
         with torch.enable_grad():
             if self.create_graph and z.requires_grad:
                 z_in = z
             else:
                 z_in = z.detach().requires_grad_(True)
-            values = self.loss(self.decoder(z_in), x)
+            output = self.decoder(z_in)
+            if observed is None:
+                values = self.loss(output, x)
+            else:
+                blocks = _pad_to_blocks(output)
+                terms = _masked_loss_terms(self.loss, blocks, x, observed)
+                values = _rows(terms[0], len(x))
             (grad,) = torch.autograd.grad(
                 values.sum(), z_in, create_graph=self.create_graph
             )
         if self.create_graph:
             return values, grad
         return values.detach(), grad
+
+    def _by_completeness(self, evaluate, z, rows):
+        """``evaluate(z, x, observed)`` on the rows ``rows`` (None: all), the
+        complete rows apart from the incomplete ones; results in row order."""
+        x = self.X if rows is None else self.X[rows]
+        if self.observed is None:
+            return evaluate(z, x, None)
+        incomplete = self.incomplete if rows is None else self.incomplete[rows]
+        observed = self.observed if rows is None else self.observed[rows]
+        if incomplete.all():
+            return evaluate(z, x, observed)
+        if not incomplete.any():
+            return evaluate(z, x, None)
+        part = incomplete.nonzero().squeeze(1)
+        full = (~incomplete).nonzero().squeeze(1)
+        complete = evaluate(z[full], x[full], None)
+        partial = evaluate(z[part], x[part], observed[part])
+        results = []
+        for from_complete, from_partial in zip(complete, partial):
+            result = from_complete.new_empty((len(z), *from_complete.shape[1:]))
+            result[full] = from_complete
+            result[part] = from_partial
+            results.append(result)
+        return tuple(results)
 
     def gauss_newton(self, z, rows=None):
         """Losses, gradients and Gauss-Newton matrices ``(n, k, k)`` at ``z``.
@@ -87,7 +134,14 @@ class ReconstructionObjective:
                 "The Gauss-Newton solver needs skgfe's own decoders and no "
                 "differentiable (adjoint) flow."
             )
-        x = self.X if rows is None else self.X[rows]
+        return self._by_completeness(self._gauss_newton, z, rows)
+
+    def _gauss_newton(self, z, x, observed):
         return loss_gradient_and_gauss_newton(
-            self.plan, self.loss, z.detach(), x, jacobian_dtype=JACOBIAN_DTYPE
+            self.plan,
+            self.loss,
+            z.detach(),
+            x,
+            jacobian_dtype=JACOBIAN_DTYPE,
+            observed=observed,
         )

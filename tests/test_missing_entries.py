@@ -11,6 +11,7 @@ import torch
 from skgfe._flow.derivatives import loss_gradient_and_gauss_newton
 from skgfe._flow.lm import lm_solve
 from skgfe._flow.objective import ReconstructionObjective
+from skgfe._flow.uncertainty import laplace_covariance
 from skgfe._losses import LOSSES
 from skgfe._networks import make_mlp
 
@@ -150,3 +151,82 @@ def test_lm_on_a_linear_decoder_gives_least_squares_on_observed_entries():
         # LM stops where the loss is flat to rounding, within about
         # sqrt(eps) of the minimiser (as without missing entries).
         np.testing.assert_allclose(result.z[i].numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------ error bars
+def linear_problem(n_rows=25, missing_rate=0.4, seed=5):
+    generator = torch.Generator().manual_seed(seed)
+    decoder = make_mlp(
+        N_COMPONENTS, (), N_FEATURES, "tanh", generator=generator, dtype=torch.float64
+    )
+    z = torch.randn(n_rows, N_COMPONENTS, generator=generator, dtype=torch.float64)
+    missing = torch.rand(n_rows, N_FEATURES, generator=generator) < missing_rate
+    missing[0] = False
+    W = decoder.layers[0].weight.detach()
+    return decoder, z, missing, W
+
+
+def test_laplace_with_a_unit_prior_is_probabilistic_pcas_posterior_covariance():
+    decoder, z, missing, W = linear_problem()
+    noise_var = 0.3
+    precision = (~missing).double() / noise_var
+    covariance, output_variance = laplace_covariance(
+        decoder, z, precision, torch.eye(N_COMPONENTS, dtype=torch.float64)
+    )
+    for i in range(len(z)):
+        W_O = W[~missing[i]]
+        # Tipping & Bishop: M = W_O^T W_O + s^2 I, posterior covariance s^2 M^-1.
+        M = W_O.T @ W_O + noise_var * torch.eye(N_COMPONENTS, dtype=torch.float64)
+        expected = noise_var * torch.linalg.inv(M)
+        torch.testing.assert_close(covariance[i], expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            output_variance[i], torch.diag(W @ expected @ W.T), rtol=1e-10, atol=1e-12
+        )
+
+
+def test_laplace_without_prior_is_the_least_squares_covariance():
+    decoder, z, missing, W = linear_problem(missing_rate=0.3)
+    missing[:, :N_COMPONENTS] = False
+    noise_var = torch.linspace(0.1, 2.0, N_FEATURES, dtype=torch.float64)
+    precision = (~missing).double() / noise_var
+    covariance, _ = laplace_covariance(decoder, z, precision)
+    for i in range(len(z)):
+        observed = ~missing[i]
+        W_O, s2 = W[observed], noise_var[observed]
+        expected = torch.linalg.inv(W_O.T @ (W_O / s2[:, None]))
+        torch.testing.assert_close(covariance[i], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_laplace_reports_undetermined_codes_as_infinite_without_prior():
+    decoder, z, missing, _ = linear_problem()
+    missing[3] = True
+    missing[3, 0] = False  # one observed entry for three components
+    covariance, output_variance = laplace_covariance(decoder, z, (~missing).double())
+    assert torch.isinf(covariance[3]).all()
+    assert torch.isinf(output_variance[3]).all()
+    assert torch.isfinite(covariance[0]).all()
+    prior = torch.eye(N_COMPONENTS, dtype=torch.float64)
+    covariance, _ = laplace_covariance(decoder, z, (~missing).double(), prior)
+    # With the prior, the unobserved directions keep the prior's variance, 1.
+    assert torch.isfinite(covariance[3]).all()
+    assert torch.linalg.eigvalsh(covariance[3]).max() == pytest.approx(1.0, rel=1e-9)
+
+
+def test_laplace_matches_autograd_jacobian_on_a_nonlinear_decoder():
+    decoder, z, X, missing = make_problem("modified_mlp", (16,), True, "mse")
+    precision = (~missing).double() * 4.0
+    prior = 0.5 * torch.eye(N_COMPONENTS, dtype=torch.float64)
+    covariance, output_variance = laplace_covariance(decoder, z, precision, prior)
+    for i in range(len(z)):
+        jac = torch.autograd.functional.jacobian(lambda v: decoder(v[None])[0], z[i])
+        expected = torch.linalg.inv(jac.T @ (precision[i][:, None] * jac) + prior)
+        torch.testing.assert_close(covariance[i], expected, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            output_variance[i],
+            torch.diag(jac @ expected @ jac.T),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+    alone = laplace_covariance(decoder, z[2:3], precision[2:3], prior)
+    assert torch.equal(alone[0][0], covariance[2])
+    assert torch.equal(alone[1][0], output_variance[2])

@@ -230,3 +230,33 @@ def test_laplace_matches_autograd_jacobian_on_a_nonlinear_decoder():
     alone = laplace_covariance(decoder, z[2:3], precision[2:3], prior)
     assert torch.equal(alone[0][0], covariance[2])
     assert torch.equal(alone[1][0], output_variance[2])
+
+
+# ---------------------------------------------------------------------- losses
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_losses_average_observed_entries_and_send_no_gradient_to_missing(loss):
+    generator = torch.Generator().manual_seed(0)
+    output = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    target = torch.rand(6, 5, generator=generator, dtype=torch.float64)
+    missing = torch.rand(6, 5, generator=generator) < 0.4
+    missing[0] = False
+    missing[1, 1:] = True
+    missing[1, 0] = False
+    output.requires_grad_(True)
+    values = LOSSES[loss](output, target.masked_fill(missing, float("nan")))
+    (grad,) = torch.autograd.grad(values.sum(), output)
+    for i in range(6):
+        observed = ~missing[i]
+        expected = LOSSES[loss](output[i, observed][None], target[i, observed][None])
+        torch.testing.assert_close(values[i], expected[0], rtol=1e-14, atol=0)
+    assert torch.isfinite(grad).all()
+    assert (grad[missing] == 0).all()
+    # A target without NaN: exactly the former computation.
+    complete = LOSSES[loss](output, target)
+    if loss == "mse":
+        former = ((output - target) ** 2).mean(dim=1)
+    else:
+        former = torch.nn.functional.binary_cross_entropy_with_logits(
+            output, target, reduction="none"
+        ).mean(dim=1)
+    assert torch.equal(complete, former)

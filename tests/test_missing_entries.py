@@ -13,6 +13,7 @@ from skgfe._flow.lm import lm_solve
 from skgfe._flow.objective import ReconstructionObjective
 from skgfe._flow.uncertainty import laplace_covariance
 from skgfe._losses import LOSSES
+from skgfe._missing import check_observed_rows, iterative_pca
 from skgfe._networks import make_mlp
 
 N_COMPONENTS, N_FEATURES = 3, 9
@@ -260,3 +261,41 @@ def test_losses_average_observed_entries_and_send_no_gradient_to_missing(loss):
             output, target, reduction="none"
         ).mean(dim=1)
     assert torch.equal(complete, former)
+
+
+# ----------------------------------------------------------------- PCA start
+def test_iterative_pca_without_missing_entries_is_pca():
+    from sklearn.decomposition import PCA
+
+    X = torch.randn(50, 8, generator=torch.Generator().manual_seed(0)).double()
+    mean, components, filled = iterative_pca(X, 3)
+    pca = PCA(3).fit(X.numpy())
+    np.testing.assert_allclose(mean.numpy(), pca.mean_, rtol=1e-12)
+    # Axes agree up to sign.
+    np.testing.assert_allclose(
+        np.abs(components.numpy() @ pca.components_.T), np.eye(3), atol=1e-10
+    )
+    assert torch.equal(filled, X)
+
+
+def test_iterative_pca_recovers_a_low_rank_matrix_from_its_observed_entries():
+    generator = torch.Generator().manual_seed(1)
+    low_rank = torch.randn(200, 3, generator=generator, dtype=torch.float64) @ (
+        torch.randn(3, 12, generator=generator, dtype=torch.float64)
+    ) + torch.linspace(-2, 2, 12, dtype=torch.float64)
+    missing = torch.rand(200, 12, generator=generator) < 0.3
+    mean, components, filled = iterative_pca(
+        low_rank.masked_fill(missing, float("nan")), 3, max_iter=2000, tol=1e-20
+    )
+    torch.testing.assert_close(filled, low_rank, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mean, low_rank.mean(dim=0), rtol=1e-6, atol=1e-6)
+
+
+def test_rows_without_observed_entries_are_refused():
+    X = np.ones((6, 3))
+    X[[2, 4]] = np.nan
+    with pytest.raises(ValueError, match=r"2 sample\(s\) have none \(rows 2, 4\)"):
+        check_observed_rows(X, "GradientFlowEncoder")
+    X[2, 1] = 0.0
+    X[4, 0] = 1.0
+    check_observed_rows(X, "GradientFlowEncoder")

@@ -299,3 +299,27 @@ def test_rows_without_observed_entries_are_refused():
     X[2, 1] = 0.0
     X[4, 0] = 1.0
     check_observed_rows(X, "GradientFlowEncoder")
+
+
+def test_linear_path_codes_of_incomplete_rows_are_least_squares_on_observed_entries():
+    from skgfe._flow.initial import linear_path_codes
+
+    generator = torch.Generator().manual_seed(2)
+    decoder = make_mlp(
+        N_COMPONENTS, (16,), N_FEATURES, "tanh", generator=generator,
+        dtype=torch.float64, skip=True,
+    )  # fmt: skip
+    X = torch.randn(40, N_FEATURES, generator=generator, dtype=torch.float64)
+    missing = torch.rand(40, N_FEATURES, generator=generator) < 0.3
+    missing[:10] = False
+    codes = linear_path_codes(decoder, X.masked_fill(missing, float("nan")))
+    # Complete rows: exactly as without any missing entry in the batch.
+    assert torch.equal(codes[:10], linear_path_codes(decoder, X[:10]))
+    W = decoder.skip.weight.detach()
+    offset = decoder(torch.zeros(1, N_COMPONENTS, dtype=torch.float64)).detach()[0]
+    for i in range(10, 40):
+        observed = ~missing[i]
+        expected = torch.linalg.lstsq(W[observed], (X[i] - offset)[observed][:, None])
+        torch.testing.assert_close(
+            codes[i], expected.solution[:, 0], rtol=1e-9, atol=1e-10
+        )

@@ -43,6 +43,10 @@ def linear_path_codes(decoder, X):
     would give if its non-linear residual were constant. For a decoder
     initialised from PCA and not yet trained, that is the PCA projection, and
     the exact code. Each row is computed on its own (the decoder's row blocks).
+
+    A row with missing entries (NaN) gets the least-squares code of its observed
+    entries (the minimum-norm one where they do not determine it); rows without
+    missing entries are computed as if no row missed any.
     """
     if decoder.skip is None and len(decoder.layers) > 1:
         return X.new_zeros((X.shape[0], decoder.layer_sizes[0]))
@@ -50,4 +54,25 @@ def linear_path_codes(decoder, X):
     with torch.no_grad():
         offset = decoder(X.new_zeros((1, decoder.layer_sizes[0])))
         inverse = torch.linalg.pinv(linear.weight.double()).to(X.dtype)
-        return _unpad(torch.matmul(_pad_to_blocks(X - offset), inverse.T), len(X))
+        missing = torch.isnan(X)
+        incomplete = missing.any(dim=1)
+        X_filled = X.masked_fill(missing, 0.0) if incomplete.any() else X
+        codes = _unpad(
+            torch.matmul(_pad_to_blocks(X_filled - offset), inverse.T), len(X)
+        )
+        if incomplete.any():
+            rows = incomplete.nonzero().squeeze(1)
+            codes[rows] = _observed_least_squares(
+                linear.weight, X[rows] - offset, ~missing[rows]
+            )
+        return codes
+
+
+def _observed_least_squares(weight, residual, observed):
+    """Per row, the minimum-norm ``z`` minimising ``|W_O z - r_O|`` (float64 inside)."""
+    W = weight.double()
+    mask = observed.double()
+    gram = W.T @ (mask[:, :, None] * W)  # (n, k, k): W_O^T W_O per row
+    rhs = (mask * residual.double().nan_to_num(0.0)) @ W  # (n, k): W_O^T r_O
+    codes = (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
+    return codes.to(residual.dtype)

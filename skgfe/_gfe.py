@@ -9,12 +9,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import CHUNK_ROWS, BaseDecoderTransformer, _fingerprint
 from ._flow import (
-    ADAPTIVE_SOLVERS,
     FLOWS,
     INITS,
     SOLVERS,
     STATUS_NAMES,
-    TORCHODE_SOLVERS,
     initial_codes,
     linear_path_codes,
     run_flow,
@@ -508,17 +506,16 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 "decoder for the squared error, not for logits); use "
                 "decoder_init='random' or 'auto'."
             )
-        if self.solver == "lm" and self.training == "adjoint":
-            raise ValueError(
-                "training='adjoint' differentiates through the flow, which "
-                "solver='lm' does not integrate; use solver='amd' (or a torchdiffeq "
-                "solver) with training='adjoint'."
+        solver = SOLVERS[self.solver]
+        if self.training == "adjoint" and not solver.differentiable:
+            reason = (
+                f"and solver={self.solver!r} is not differentiable"
+                if solver.integrates
+                else f"which solver={self.solver!r} does not integrate"
             )
-        if self.solver in TORCHODE_SOLVERS and self.training == "adjoint":
             raise ValueError(
-                f"training='adjoint' differentiates through the flow, and "
-                f"solver={self.solver!r} is not differentiable; use solver='amd' "
-                "(or a torchdiffeq solver) with training='adjoint'."
+                f"training='adjoint' differentiates through the flow, {reason}; use "
+                "solver='amd' (or a torchdiffeq solver) with training='adjoint'."
             )
 
     def _build_modules(self, n_features, generator, dtype, device):
@@ -549,7 +546,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     def _begin_training(self, X):
         self._train_codes = None
-        if self.warm_codes and self.solver == "lm":
+        if self.warm_codes and SOLVERS[self.solver].resumable:
             # A warm-start fit on the same training samples resumes from the codes
             # the previous fit reached (restarting them from init would undo the
             # codes' part of the block-coordinate descent).
@@ -851,7 +848,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             "stalled": stalled,
             "diverged": (
                 "lower rtol and atol"
-                if self.solver in ADAPTIVE_SOLVERS or self.solver in TORCHODE_SOLVERS
+                if SOLVERS[self.solver].adaptive
                 else "lower step_size, or use solver='amd'"
             ),
         }

@@ -2,26 +2,13 @@
 
 from numbers import Integral, Real
 
-import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import CHUNK_ROWS, BaseDecoderTransformer, _fingerprint
-from ._flow import (
-    ADAPTIVE_SOLVERS,
-    FLOWS,
-    INITS,
-    SOLVERS,
-    STATUS_NAMES,
-    TORCHODE_SOLVERS,
-    initial_codes,
-    linear_path_codes,
-    run_flow,
-)
-from ._flow.result import MAX_STEPS, STALL_TOL_FACTOR
+from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
+from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
 from ._networks import make_mlp, set_linear_path
-from ._warnings import warn_user
 
 # Evaluations per training sample and epoch when training codes are warm-started
 # (solver='lm'): the solve from last epoch's code is left inexact and resumes in
@@ -508,17 +495,16 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 "decoder for the squared error, not for logits); use "
                 "decoder_init='random' or 'auto'."
             )
-        if self.solver == "lm" and self.training == "adjoint":
-            raise ValueError(
-                "training='adjoint' differentiates through the flow, which "
-                "solver='lm' does not integrate; use solver='amd' (or a torchdiffeq "
-                "solver) with training='adjoint'."
+        solver = SOLVERS[self.solver]
+        if self.training == "adjoint" and not solver.differentiable:
+            reason = (
+                f"and solver={self.solver!r} is not differentiable"
+                if solver.integrates
+                else f"which solver={self.solver!r} does not integrate"
             )
-        if self.solver in TORCHODE_SOLVERS and self.training == "adjoint":
             raise ValueError(
-                f"training='adjoint' differentiates through the flow, and "
-                f"solver={self.solver!r} is not differentiable; use solver='amd' "
-                "(or a torchdiffeq solver) with training='adjoint'."
+                f"training='adjoint' differentiates through the flow, {reason}; use "
+                "solver='amd' (or a torchdiffeq solver) with training='adjoint'."
             )
 
     def _build_modules(self, n_features, generator, dtype, device):
@@ -549,7 +535,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     def _begin_training(self, X):
         self._train_codes = None
-        if self.warm_codes and self.solver == "lm":
+        if self.warm_codes and SOLVERS[self.solver].resumable:
             # A warm-start fit on the same training samples resumes from the codes
             # the previous fit reached (restarting them from init would undo the
             # codes' part of the block-coordinate descent).
@@ -560,7 +546,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             else:
                 self._train_codes = self._initial_codes(X)
         # The current epoch's training flows that stopped short of flow_tol.
-        self._short_solves = {"epoch": None}
+        self._short_solves = ShortSolves()
 
     def _end_training(self):
         if self._train_codes is not None and self.warm_start:
@@ -571,20 +557,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self._train_codes = None
         short = getattr(self, "_short_solves", None)
         self._short_solves = None
-        if not (short and short.get("status")):
-            return
-        statuses = torch.cat(short["status"]).cpu().numpy()
-        statuses = np.array([STATUS_NAMES[s] for s in statuses])
-        grad_norms = torch.cat(short["grad_norm"]).cpu().numpy()
-        details = self._unconverged_details(statuses, grad_norms)
-        warn_user(
-            f"In the last epoch of training, the {self.flow} flow ({self.solver!r} "
-            f"solver) of {len(statuses)} of {short['n_solves']} training samples "
-            f"stopped before its gradient norm reached flow_tol={self.flow_tol} "
-            f"({details}); or raise flow_tol. The decoder was trained on codes "
-            "short of the flows' end points.",
-            ConvergenceWarning,
-        )
+        if short is not None and short.status:
+            self._convergence_report().warn_trained(short)
 
     def _forget_resume_state(self):
         super()._forget_resume_state()
@@ -593,18 +567,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     def _record_short_solves(self, result, warm):
         """Count the training flows of this epoch that stopped short of flow_tol."""
         record = getattr(self, "_short_solves", None)
-        if record is None:
-            return
-        short = ~result.converged
-        if warm:
-            # Capped at TRAINING_MAX_EVALS on purpose: they resume next epoch.
-            short &= result.status != MAX_STEPS
-        if record["epoch"] != self.n_iter_:
-            record.update(epoch=self.n_iter_, n_solves=0, status=[], grad_norm=[])
-        record["n_solves"] += len(short)
-        if short.any():
-            record["status"].append(result.status[short])
-            record["grad_norm"].append(result.grad_norm[short].detach())
+        if record is not None:
+            record.record(result, self.n_iter_, warm)
+
+    def _convergence_report(self):
+        return ConvergenceReport(
+            self.flow, self.solver, self.flow_tol, self._dtype == torch.float64
+        )
 
     def _initialize(self, n_features, generator):
         super()._initialize(n_features, generator)
@@ -782,17 +751,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             raise
         Z = torch.cat([r.z for r in results]).cpu().numpy().astype(X.dtype, copy=False)
         self._require_finite(Z, "The code")
-        status = torch.cat([r.status for r in results]).cpu().numpy()
-        info = {
-            "loss": torch.cat([r.loss for r in results]).cpu().numpy(),
-            "grad_norm": torch.cat([r.grad_norm for r in results]).cpu().numpy(),
-            "n_steps": torch.cat([r.n_steps for r in results]).cpu().numpy(),
-            "n_evals": torch.cat([r.n_evals for r in results]).cpu().numpy(),
-            "time": torch.cat([r.t for r in results]).cpu().numpy(),
-            "converged": torch.cat([r.converged for r in results]).cpu().numpy(),
-            "status": np.array([STATUS_NAMES[s] for s in status]),
-        }
-        self._warn_unconverged(info)
+        info = flow_info(results)
+        self._convergence_report().warn_encoded(info)
         return (Z, info) if return_info else Z
 
     def transform(self, X):
@@ -812,50 +772,3 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             Codes, in the dtype of ``X``.
         """
         return self.encode(X)
-
-    def _warn_unconverged(self, info):
-        not_converged = ~info["converged"]
-        if not not_converged.any():
-            return
-        details = self._unconverged_details(
-            info["status"][not_converged], info["grad_norm"][not_converged]
-        )
-        warn_user(
-            f"The {self.flow} flow ({self.solver!r} solver) of "
-            f"{not_converged.sum()} of {len(not_converged)} samples stopped before "
-            f"its gradient norm reached flow_tol={self.flow_tol} ({details}); or "
-            "raise flow_tol. encode(X, return_info=True) tells which samples.",
-            ConvergenceWarning,
-        )
-
-    def _unconverged_details(self, statuses, grad_norms):
-        """'count reason: advice' for the flows that stopped short of flow_tol.
-
-        ``statuses`` (names) and ``grad_norms`` are those of these flows only.
-        """
-        stalled = "fit and transform float64 data"
-        if self._dtype == torch.float64 and "stalled" in statuses:
-            # A stalled flow counts as converged when its gradient norm is
-            # within STALL_TOL_FACTOR times flow_tol (and the flows up to the
-            # stall do not depend on the tolerance).
-            top = np.max(grad_norms[statuses == "stalled"])
-            enough = 10 ** np.ceil(np.log10(top / STALL_TOL_FACTOR))
-            stalled = (
-                "the loss is flat at float64 precision, at gradient norms up to "
-                f"{top:.2g} (higher for samples with larger losses): "
-                f"flow_tol={enough:.0e} accepts them"
-            )
-        advice = {
-            "horizon": "raise flow_time",
-            "max_steps": "raise max_flow_steps",
-            "stalled": stalled,
-            "diverged": (
-                "lower rtol and atol"
-                if self.solver in ADAPTIVE_SOLVERS or self.solver in TORCHODE_SOLVERS
-                else "lower step_size, or use solver='amd'"
-            ),
-        }
-        return "; ".join(
-            f"{np.sum(statuses == reason)} {reason}: {advice[reason]}"
-            for reason in sorted(set(statuses))
-        )

@@ -32,6 +32,8 @@ piecewise constant in the parameters). Updates are then out of place, never
 in-place index assignments on tensors that carry a graph.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from .fields import NESTEROV_EPS
@@ -39,13 +41,12 @@ from .result import (
     CONVERGED,
     HORIZON,
     MAX_STEPS,
-    RUNNING,
     STALL_TOL_FACTOR,
     STALLED,
     STATUS_NAMES,
     FlowResult,
-    require_finite_start,
 )
+from .state import FlowState
 
 __all__ = ["STALL_TOL_FACTOR", "STATUS_NAMES", "FlowResult", "amd_flow"]
 
@@ -53,6 +54,30 @@ __all__ = ["STALL_TOL_FACTOR", "STATUS_NAMES", "FlowResult", "amd_flow"]
 def _friction(s, dt):
     """Exact decay of ``dm/dt = -3/(s + eps) m`` over ``[s, s + dt]``."""
     return ((s + NESTEROV_EPS) / (s + dt + NESTEROV_EPS)) ** 3
+
+
+@dataclass
+class _Steps:
+    """AMD's own per-sample state besides the flow's: the gradient at the codes,
+    the next step size, and the time since the momentum last restarted."""
+
+    grad: torch.Tensor
+    dt: torch.Tensor
+    since_restart: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """The settings of :func:`amd_flow` that choose the steps and stop the flows."""
+
+    t_end: float
+    step_size: float
+    max_step_size: float
+    max_steps: int
+    shrink: float
+    grow: float
+    min_step: float
+    sigma: float
 
 
 def amd_flow(
@@ -109,89 +134,100 @@ def amd_flow(
     -------
     FlowResult
     """
-    n_samples = z0.shape[0]
-    device = z0.device
     z = z0.detach().clone()
-    all_rows = torch.arange(n_samples, device=device)
-    loss, grad = objective(z, all_rows)
-    require_finite_start(loss, grad)
-    grad_norm = torch.linalg.vector_norm(grad.detach(), dim=1)
-    m = torch.zeros_like(z) if momentum else None
-    t = torch.zeros(n_samples, dtype=z.dtype, device=device)
-    since_restart = torch.zeros_like(t)
-    dt = torch.full_like(t, step_size)
-    # Absolute, as in the research code: a huge initial step may take many
-    # halvings before it first lowers the loss, and must not stall for that.
-    min_step = shrink**max_halvings
-    n_steps = torch.zeros(n_samples, dtype=torch.long, device=device)
-    n_evals = torch.ones(n_samples, dtype=torch.long, device=device)
-    status = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
-    status[grad_norm <= tol] = CONVERGED
+    loss, grad = objective(z, torch.arange(z.shape[0], device=z.device))
+    state = FlowState.start(z, loss, grad, tol=tol, momentum=momentum)
+    steps = _Steps(
+        grad=grad,
+        dt=torch.full_like(state.t, step_size),
+        since_restart=torch.zeros_like(state.t),
+    )
+    rule = _Rule(
+        t_end=t_end,
+        step_size=step_size,
+        max_step_size=max_step_size,
+        max_steps=max_steps,
+        shrink=shrink,
+        grow=grow,
+        # Absolute, as in the research code: a huge initial step may take many
+        # halvings before it first lowers the loss, and must not stall for that.
+        min_step=shrink**max_halvings,
+        sigma=sigma,
+    )
+    while (rows := state.running_rows()).numel():
+        _step(objective, state, steps, rows, rule, differentiable)
+    return state.result()
 
-    while True:
-        rows = torch.nonzero(status == RUNNING).squeeze(1)
-        if rows.numel() == 0:
-            break
-        dt_rows = dt[rows]
-        step = dt_rows[:, None]
-        if momentum:
-            m_try = _friction(since_restart[rows], dt_rows)[:, None] * m[rows]
-            m_try = m_try - step * grad[rows]
-            z_try = z[rows] + step * m_try
-        else:
-            z_try = z[rows] - step * grad[rows]
-        loss_try, grad_try = objective(z_try, rows)
-        n_evals[rows] += 1
-        with torch.no_grad():
-            decrease = loss[rows] - loss_try
-            sufficient = sigma * dt_rows * max_step_size * grad_try.pow(2).sum(dim=1)
-            # A step into NaN or infinity is a rejected step, never an accepted one.
-            finite = torch.isfinite(loss_try) & torch.isfinite(grad_try).all(dim=1)
-            accept = (decrease >= sufficient) & finite
 
-        acc, rej = rows[accept], rows[~accept]
-        z_acc, loss_acc, grad_acc = z_try[accept], loss_try[accept], grad_try[accept]
-        if differentiable and not finite.all():
-            # Rejected rows get a zero gradient, but backpropagating that zero
-            # through a decoder evaluation that overflowed gives 0 * inf = nan in
-            # the weight gradients: rebuild the accepted rows' graph on its own.
-            loss_acc, grad_acc = objective(z_acc, acc)
-        z = z.index_copy(0, acc, z_acc)
-        loss = loss.index_copy(0, acc, loss_acc)
-        grad = grad.index_copy(0, acc, grad_acc)
-        grad_norm[acc] = torch.linalg.vector_norm(grad_acc.detach(), dim=1)
-        t[acc] += dt[acc]
-        n_steps[acc] += 1
-        if momentum:
-            m = m.index_copy(0, acc, m_try[accept])
-            since_restart[acc] += dt[acc]
-            # A rejected trial with momentum restarts it and keeps the step; one
-            # without momentum (a plain gradient step) shrinks the step.
-            had_momentum = since_restart[rej] > 0
-            m = m.index_fill(0, rej[had_momentum], 0.0)
-            since_restart[rej] = 0.0
-            dt[rej[~had_momentum]] *= shrink
-        else:
-            dt[rej] *= shrink
-        dt[acc] = torch.minimum(
-            torch.clamp(grow * dt[acc], min=step_size).clamp(max=max_step_size),
-            t_end - t[acc],
-        )
+def _step(objective, state, steps, rows, rule, differentiable):
+    """Try one step of every sample ``rows``; move those whose loss falls enough."""
+    z_try, m_try = _trial(state, steps, rows)
+    loss_try, grad_try = objective(z_try, rows)
+    state.n_evals[rows] += 1
+    with torch.no_grad():
+        decrease = state.loss[rows] - loss_try
+        sufficient = rule.sigma * steps.dt[rows] * rule.max_step_size
+        sufficient = sufficient * grad_try.pow(2).sum(dim=1)
+        # A step into NaN or infinity is a rejected step, never an accepted one.
+        finite = torch.isfinite(loss_try) & torch.isfinite(grad_try).all(dim=1)
+        accept = (decrease >= sufficient) & finite
 
-        # Order matters: a sample that meets several criteria at once reports the
-        # most favourable one.
-        status[rej[dt[rej] < min_step]] = STALLED
-        status[acc[n_steps[acc] >= max_steps]] = MAX_STEPS
-        status[acc[t[acc] >= t_end]] = HORIZON
-        status[acc[grad_norm[acc] <= tol]] = CONVERGED
+    acc, rej = rows[accept], rows[~accept]
+    z_acc, loss_acc, grad_acc = z_try[accept], loss_try[accept], grad_try[accept]
+    if differentiable and not finite.all():
+        # Rejected rows get a zero gradient, but backpropagating that zero
+        # through a decoder evaluation that overflowed gives 0 * inf = nan in
+        # the weight gradients: rebuild the accepted rows' graph on its own.
+        loss_acc, grad_acc = objective(z_acc, acc)
+    _move(state, steps, acc, z_acc, loss_acc, grad_acc)
+    _adapt(state, steps, acc, rej, None if m_try is None else m_try[accept], rule)
+    # Order matters: a sample that meets several criteria at once reports the
+    # most favourable one.
+    state.status[rej[steps.dt[rej] < rule.min_step]] = STALLED
+    state.status[acc[state.n_steps[acc] >= rule.max_steps]] = MAX_STEPS
+    state.status[acc[state.t[acc] >= rule.t_end]] = HORIZON
+    state.status[acc[state.grad_norm[acc] <= state.tol]] = CONVERGED
 
-    return FlowResult(
-        z=z,
-        loss=loss.detach(),
-        grad_norm=grad_norm,
-        n_steps=n_steps,
-        n_evals=n_evals,
-        status=status,
-        t=t,
-        tol=tol,
+
+def _trial(state, steps, rows):
+    """The trial codes of the samples ``rows`` (and their momentum, or None)."""
+    dt = steps.dt[rows]
+    step = dt[:, None]
+    if state.m is None:
+        return state.z[rows] - step * steps.grad[rows], None
+    m_try = _friction(steps.since_restart[rows], dt)[:, None] * state.m[rows]
+    m_try = m_try - step * steps.grad[rows]
+    return state.z[rows] + step * m_try, m_try
+
+
+def _move(state, steps, acc, z_acc, loss_acc, grad_acc):
+    """Advance the accepted samples ``acc`` to their trial codes."""
+    # Out of place: in differentiable mode these tensors carry a graph.
+    state.z = state.z.index_copy(0, acc, z_acc)
+    state.loss = state.loss.index_copy(0, acc, loss_acc)
+    steps.grad = steps.grad.index_copy(0, acc, grad_acc)
+    state.grad_norm[acc] = torch.linalg.vector_norm(grad_acc.detach(), dim=1)
+    state.t[acc] += steps.dt[acc]
+    state.n_steps[acc] += 1
+
+
+def _adapt(state, steps, acc, rej, m_acc, rule):
+    """Adapt the step sizes (and the momentum) after an accept/reject decision.
+
+    A rejected trial with momentum restarts it and keeps the step; one without
+    momentum (a plain gradient step) shrinks the step. An accepted one keeps its
+    momentum ``m_acc`` and grows the step, up to the horizon.
+    """
+    if state.m is not None:
+        state.m = state.m.index_copy(0, acc, m_acc)
+        steps.since_restart[acc] += steps.dt[acc]
+        had_momentum = steps.since_restart[rej] > 0
+        state.m = state.m.index_fill(0, rej[had_momentum], 0.0)
+        steps.since_restart[rej] = 0.0
+        steps.dt[rej[~had_momentum]] *= rule.shrink
+    else:
+        steps.dt[rej] *= rule.shrink
+    grown = torch.clamp(rule.grow * steps.dt[acc], min=rule.step_size)
+    steps.dt[acc] = torch.minimum(
+        grown.clamp(max=rule.max_step_size), rule.t_end - state.t[acc]
     )

@@ -35,14 +35,8 @@ problems", 2nd ed., Technical University of Denmark, 2004 (section 3.2).
 
 import torch
 
-from .result import (
-    CONVERGED,
-    MAX_STEPS,
-    RUNNING,
-    STALLED,
-    FlowResult,
-    require_finite_start,
-)
+from .result import CONVERGED, MAX_STEPS, RUNNING, STALLED, require_finite_start
+from .state import FlowState
 
 # Initial damping relative to the largest diagonal entry of the Gauss-Newton matrix.
 INITIAL_DAMPING = 1e-3
@@ -83,16 +77,7 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_row
     n_samples, k = z0.shape
     device, dtype = z0.device, z0.dtype
     max_rows = n_samples if max_rows is None else max(1, max_rows)
-    out = FlowResult(
-        z=z0.detach().clone(),
-        loss=torch.full((n_samples,), float("nan"), dtype=dtype, device=device),
-        grad_norm=torch.full((n_samples,), float("nan"), dtype=dtype, device=device),
-        n_steps=torch.zeros(n_samples, dtype=torch.long, device=device),
-        n_evals=torch.zeros(n_samples, dtype=torch.long, device=device),
-        status=torch.full((n_samples,), RUNNING, dtype=torch.long, device=device),
-        t=torch.full((n_samples,), float("nan"), dtype=dtype, device=device),
-        tol=tol,
-    )
+    out = FlowState.waiting(z0, tol=tol)
     eye = torch.eye(k, dtype=dtype, device=device)
     eps = torch.finfo(dtype).eps
     running = None
@@ -139,7 +124,7 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_row
             running = joined if running is None else running.extend(joined)
         if running is not None and not len(running.rows):
             running = None
-    return out
+    return out.result()
 
 
 class _Running:

@@ -35,23 +35,11 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from .fields import NesterovField, StepBudgetExceeded
 from .objective import ReconstructionObjective
-from .result import (
-    CONVERGED,
-    DIVERGED,
-    HORIZON,
-    MAX_STEPS,
-    RUNNING,
-    FlowResult,
-    require_finite_start,
-)
+from .result import DIVERGED, HORIZON, MAX_STEPS
+from .state import FlowState
 
-FIXED_GRID_SOLVERS = ("euler", "midpoint", "heun2", "heun3", "rk4")
-ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 # Fixed-grid steps between two convergence checks.
 CHECK_EVERY = 10
-# Relative excess of a state's energy over the starting loss that marks it as
-# diverged (the exact flows never exceed it; rounding and truncation error can).
-ENERGY_SLACK = 1e-3
 # Ratio of the times of two consecutive convergence checks of adaptive solvers.
 CHECK_GROWTH = 1.5
 
@@ -110,45 +98,17 @@ def _integrate(field, y0, times, *, method, adaptive, adjoint, options, rtol, at
 
 
 def start_flow(field, z0, tol):
-    """The state every integrated flow starts from.
+    """The objective that checks convergence, and the :class:`FlowState` at ``z0``.
 
-    Returns the objective that checks convergence, the codes (a copy of ``z0``),
-    the zero velocity of the second-order flow (None for the gradient flow), the
-    losses and gradient norms at ``z0`` (which must be finite), and per-sample
-    flow times, step and evaluation counters and statuses (CONVERGED where
-    ``z0`` is already stationary).
+    The state starts from a copy of ``z0`` (and zero velocity for a
+    :class:`NesterovField`), with the losses and gradient norms at ``z0``,
+    which must be finite.
     """
-    n_samples, device = z0.shape[0], z0.device
     objective = ReconstructionObjective(field.decoder, field.loss, field.X)
     z = z0.detach().clone()
-    m = torch.zeros_like(z) if isinstance(field, NesterovField) else None
     loss, grad = objective(z)
-    require_finite_start(loss, grad)
-    grad_norm = torch.linalg.vector_norm(grad, dim=1)
-    t_reached = torch.zeros(n_samples, dtype=z.dtype, device=device)
-    n_steps = torch.zeros(n_samples, dtype=torch.long, device=device)
-    n_evals = torch.ones(n_samples, dtype=torch.long, device=device)
-    status = torch.full((n_samples,), RUNNING, dtype=torch.long, device=device)
-    status[grad_norm <= tol] = CONVERGED
-    return objective, z, m, loss, grad_norm, t_reached, n_steps, n_evals, status
-
-
-def stable_checkpoint(z1, m1, loss1, grad1, start_loss):
-    """Which rows of an integrated checkpoint are finite and physically possible.
-
-    Neither flow can raise its energy above the starting loss (the gradient
-    flow lowers the loss, the second-order flow from m = 0 the energy
-    ``l + |m|^2 / 2``), so a state above it shows a numerically unstable solver.
-    ``m1`` is None for the gradient flow.
-    """
-    energy = loss1
-    if m1 is not None:
-        energy = energy + 0.5 * m1.detach().pow(2).sum(dim=1)
-    return (
-        torch.isfinite(z1.detach()).all(dim=1)
-        & torch.isfinite(grad1).all(dim=1)
-        & (energy <= start_loss * (1 + ENERGY_SLACK))
-    )
+    momentum = isinstance(field, NesterovField)
+    return objective, FlowState.start(z, loss, grad, tol=tol, momentum=momentum)
 
 
 def odeint_flow(
@@ -156,6 +116,7 @@ def odeint_flow(
     z0,
     *,
     method="rk4",
+    adaptive=False,
     t_end=1e4,
     step_size=1.0,
     max_step_size=10.0,
@@ -175,7 +136,11 @@ def odeint_flow(
     z0 : torch.Tensor of shape (n_samples, d)
         Initial codes.
     method : str
-        A name of :data:`FIXED_GRID_SOLVERS` or :data:`ADAPTIVE_SOLVERS`.
+        torchdiffeq's name of the method.
+    adaptive : bool
+        Whether ``method`` is one of torchdiffeq's adaptive solvers (as the
+        solver table :data:`~skgfe._flow.dispatch.SOLVERS` says), not a
+        fixed-grid one.
     t_end : float
         Integration horizon.
     step_size : float
@@ -197,15 +162,7 @@ def odeint_flow(
     -------
     FlowResult
     """
-    adaptive = method in ADAPTIVE_SOLVERS
-    if not adaptive and method not in FIXED_GRID_SOLVERS:
-        raise ValueError(f"Unknown torchdiffeq solver {method!r}.")
-    momentum = isinstance(field, NesterovField)
-    (check, z, m, loss, grad_norm, t_reached, n_steps, n_evals, status) = start_flow(
-        field, z0, tol
-    )
-    start_loss = loss.clone()
-
+    check, state = start_flow(field, z0, tol)
     if adaptive:
         segments, end_status = _adaptive_segments(
             t_end, step_size, max_step_size, dense=adjoint
@@ -214,73 +171,65 @@ def odeint_flow(
     else:
         segments, end_status = _fixed_grid_segments(t_end, step_size, max_steps)
         options = {}
+    solver = dict(method=method, adaptive=adaptive, adjoint=adjoint, options=options)
+    solver.update(rtol=rtol, atol=atol)
     accepted = 0  # adaptive: steps shared by every sample still running
     for times in segments:
-        rows = torch.nonzero(status == RUNNING).squeeze(1)
+        rows = state.running_rows()
         if rows.numel() == 0:
             break
         if adaptive and accepted >= max_steps:
-            status[rows] = MAX_STEPS
+            state.status[rows] = MAX_STEPS
             break
-        segment_field = field.rows(field.X[rows])
-        y0 = (z[rows], m[rows]) if momentum else z[rows]
-        if adaptive:
-            # Set on adaptive fields only: fixed-grid solvers warn about it.
-            segment_field.callback_accept_step = segment_field.count_accepted_step
-            segment_field.max_accepted = max_steps - accepted
-        try:
-            y1 = _integrate(
-                segment_field,
-                y0,
-                times,
-                method=method,
-                adaptive=adaptive,
-                adjoint=adjoint,
-                options=options,
-                rtol=rtol,
-                atol=atol,
-            )
-        except StepBudgetExceeded:
-            n_evals[rows] += segment_field.n_calls
-            status[rows] = MAX_STEPS  # the codes stay at the last checkpoint
+        segment_field = _segment_field(field, rows, adaptive, max_steps - accepted)
+        y1 = _integrate_segment(segment_field, state, rows, times, solver)
+        if y1 is None:
             break
-        except AssertionError as error:
-            # Adaptive solvers assert on non-finite states and on step-size
-            # underflow; anything else is a genuine error.
-            if not any(s in str(error) for s in ("non-finite", "underflow")):
-                raise
-            n_evals[rows] += segment_field.n_calls
-            status[rows] = DIVERGED
-            break
-        n_evals[rows] += segment_field.n_calls + 1  # + the convergence check
         if adaptive:
             accepted += segment_field.n_accepted
-            n_steps[rows] += segment_field.n_accepted
+            state.n_steps[rows] += segment_field.n_accepted
             if segment_field.last_dt is not None:
                 options["first_step"] = segment_field.last_dt
         else:
-            n_steps[rows] += len(times) - 1
-        z1, m1 = y1 if momentum else (y1, None)
+            state.n_steps[rows] += len(times) - 1
+        z1, m1 = y1 if state.m is not None else (y1, None)
         loss1, grad1 = check(z1.detach(), rows)
-        finite = stable_checkpoint(z1, m1, loss1, grad1, start_loss[rows])
-        good = rows[finite]
-        z = z.index_copy(0, good, z1[finite])
-        if momentum:
-            m = m.index_copy(0, good, m1[finite])
-        loss[good] = loss1[finite]
-        grad_norm[good] = torch.linalg.vector_norm(grad1[finite], dim=1)
-        t_reached[good] = times[-1]
-        status[rows[~finite]] = DIVERGED
-        status[good[grad_norm[good] <= tol]] = CONVERGED
-    status[status == RUNNING] = end_status
+        state.checkpoint(rows, times[-1], z1, m1, loss1, grad1)
+    return state.result(end_status)
 
-    return FlowResult(
-        z=z,
-        loss=loss,
-        grad_norm=grad_norm,
-        n_steps=n_steps,
-        n_evals=n_evals,
-        status=status,
-        t=t_reached,
-        tol=tol,
-    )
+
+def _segment_field(field, rows, adaptive, max_accepted):
+    """The field of the samples ``rows`` for one segment of the flow."""
+    segment_field = field.rows(field.X[rows])
+    if adaptive:
+        # Set on adaptive fields only: fixed-grid solvers warn about it.
+        segment_field.callback_accept_step = segment_field.count_accepted_step
+        segment_field.max_accepted = max_accepted
+    return segment_field
+
+
+def _integrate_segment(segment_field, state, rows, times, solver):
+    """The state of the samples ``rows`` at the segment's end, or None.
+
+    None when the segment stopped them all: a step budget used up (MAX_STEPS;
+    the codes stay at the last checkpoint) or an adaptive solver's step size
+    underflowing or its state turning non-finite (DIVERGED). Counts the
+    evaluations, and the convergence check that follows a segment that ends.
+    """
+    y0 = (state.z[rows], state.m[rows]) if state.m is not None else state.z[rows]
+    try:
+        y1 = _integrate(segment_field, y0, times, **solver)
+    except StepBudgetExceeded:
+        stopped = MAX_STEPS
+    except AssertionError as error:
+        # Adaptive solvers assert on non-finite states and on step-size
+        # underflow; anything else is a genuine error.
+        if not any(s in str(error) for s in ("non-finite", "underflow")):
+            raise
+        stopped = DIVERGED
+    else:
+        state.n_evals[rows] += segment_field.n_calls + 1  # + the convergence check
+        return y1
+    state.n_evals[rows] += segment_field.n_calls
+    state.status[rows] = stopped
+    return None

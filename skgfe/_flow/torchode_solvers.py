@@ -20,20 +20,14 @@ checkpoints do not depend on the data, so the code of a sample equals the code
 it gets alone. The flows are not differentiated through (inference only).
 """
 
+from typing import NamedTuple
+
 import torch
 
-from .fields import NESTEROV_EPS, NesterovField
-from .result import (
-    CONVERGED,
-    DIVERGED,
-    MAX_STEPS,
-    RUNNING,
-    FlowResult,
-)
-from .torchdiffeq_solvers import _adaptive_segments, stable_checkpoint, start_flow
+from .fields import NESTEROV_EPS
+from .result import MAX_STEPS
+from .torchdiffeq_solvers import _adaptive_segments, start_flow
 
-# torchode's adaptive step methods, by the name skgfe gives them.
-TORCHODE_SOLVERS = {"torchode-dopri5": "Dopri5", "torchode-tsit5": "Tsit5"}
 # Attempted (accepted or rejected) steps per accepted step allowed in a segment
 # before a row counts as out of budget.
 MAX_ATTEMPTS_PER_STEP = 10
@@ -48,6 +42,14 @@ def _import_torchode():
             "pip install skgfe[torchode]"
         ) from error
     return torchode
+
+
+class _Integrator(NamedTuple):
+    """torchode's module, and the step method and step-size controller of a flow."""
+
+    torchode: object
+    method: object
+    controller: object
 
 
 class _RowField:
@@ -134,7 +136,7 @@ def torchode_flow(
     field,
     z0,
     *,
-    method="torchode-dopri5",
+    method="Dopri5",
     t_end=1e4,
     step_size=1.0,
     max_step_size=10.0,
@@ -146,85 +148,62 @@ def torchode_flow(
     """Integrate ``field`` from ``z0`` with a torchode solver, per-sample steps.
 
     Parameters are those of :func:`.torchdiffeq_solvers.odeint_flow` (without
-    ``adjoint``); ``method`` is a name of :data:`TORCHODE_SOLVERS`. A sample's
-    code, status and statistics do not depend on the other samples of the batch.
+    ``adaptive`` and ``adjoint``); ``method`` is the name of one of torchode's
+    adaptive step methods ('Dopri5', 'Tsit5'). A sample's code, status and
+    statistics do not depend on the other samples of the batch.
 
     Returns
     -------
     FlowResult
     """
-    if method not in TORCHODE_SOLVERS:
-        raise ValueError(f"Unknown torchode solver {method!r}.")
     torchode = _import_torchode()
-    momentum = isinstance(field, NesterovField)
-    n_samples, d = z0.shape
-    device = z0.device
-    (objective, z, m, loss, grad_norm, t_reached, n_steps, n_evals, status) = (
-        start_flow(field, z0, tol)
+    objective, state = start_flow(field, z0, tol)
+    integrator = _Integrator(
+        torchode,
+        getattr(torchode, method)(term=None),
+        torchode.IntegralController(
+            atol=atol, rtol=rtol, term=None, dt_max=max_step_size
+        ),
     )
-    start_loss = loss.clone()
-    dt_last = torch.full((n_samples,), float("nan"), dtype=torch.float64)
-    dt_last = dt_last.to(device)
-
-    step_method = getattr(torchode, TORCHODE_SOLVERS[method])(term=None)
-    controller = torchode.IntegralController(
-        atol=atol, rtol=rtol, term=None, dt_max=max_step_size
-    )
+    # The step size each row proposed last (NaN before its first segment).
+    dt_last = torch.full((z0.shape[0],), float("nan"), dtype=torch.float64)
+    dt_last = dt_last.to(z0.device)
     segments, end_status = _adaptive_segments(
         t_end, step_size, max_step_size, dense=False
     )
     with torch.no_grad():
         for times in segments:
-            rows = torch.nonzero(status == RUNNING).squeeze(1)
+            rows = state.running_rows()
             if rows.numel() == 0:
                 break
-            y0 = torch.cat([z[rows], m[rows]], dim=1) if momentum else z[rows]
-            dt0 = dt_last[rows]
-            # Every row starts the same way (torchode's initial step guess, or its
-            # own last proposal), so that the first segment does not mix rows.
-            dt0 = None if torch.isnan(dt0).all() else dt0
-            row_field = _RowField(objective, rows, momentum, d)
-            y1, dt_next, accepted, evals, diverged, exhausted = _segment(
-                torchode,
-                step_method,
-                controller,
-                row_field,
-                y0,
-                times[0],
-                times[-1],
-                dt0,
-                max_steps - n_steps[rows],
+            _checkpoint_segment(
+                integrator, objective, state, rows, times, dt_last, max_steps
             )
-            n_evals[rows] += evals + 1  # + the convergence check
-            n_steps[rows] += accepted
-            dt_last[rows] = dt_next
-            z1, m1 = (y1[:, :d], y1[:, d:]) if momentum else (y1, None)
-            loss1, grad1 = objective(z1, rows)
-            finite = (
-                ~diverged
-                & ~exhausted
-                & stable_checkpoint(z1, m1, loss1, grad1, start_loss[rows])
-            )
-            good = rows[finite]
-            z[good] = z1[finite]
-            if momentum:
-                m[good] = m1[finite]
-            loss[good] = loss1[finite]
-            grad_norm[good] = torch.linalg.vector_norm(grad1[finite], dim=1)
-            t_reached[good] = times[-1]
-            status[rows[~finite]] = DIVERGED
-            status[rows[exhausted]] = MAX_STEPS
-            status[good[grad_norm[good] <= tol]] = CONVERGED
-    n_steps.clamp_(max=max_steps)
-    status[status == RUNNING] = end_status
+    state.n_steps.clamp_(max=max_steps)
+    return state.result(end_status)
 
-    return FlowResult(
-        z=z,
-        loss=loss,
-        grad_norm=grad_norm,
-        n_steps=n_steps,
-        n_evals=n_evals,
-        status=status,
-        t=t_reached,
-        tol=tol,
+
+def _checkpoint_segment(integrator, objective, state, rows, times, dt_last, max_steps):
+    """Integrate the samples ``rows`` over one segment and check where they are."""
+    momentum, d = state.m is not None, state.z.shape[1]
+    y0 = torch.cat([state.z[rows], state.m[rows]], dim=1) if momentum else state.z[rows]
+    dt0 = dt_last[rows]
+    # Every row starts the same way (torchode's initial step guess, or its own
+    # last proposal), so that the first segment does not mix rows.
+    dt0 = None if torch.isnan(dt0).all() else dt0
+    y1, dt_next, accepted, evals, diverged, exhausted = _segment(
+        *integrator,
+        _RowField(objective, rows, momentum, d),
+        y0,
+        times[0],
+        times[-1],
+        dt0,
+        max_steps - state.n_steps[rows],
     )
+    state.n_evals[rows] += evals + 1  # + the convergence check
+    state.n_steps[rows] += accepted
+    dt_last[rows] = dt_next
+    z1, m1 = (y1[:, :d], y1[:, d:]) if momentum else (y1, None)
+    loss1, grad1 = objective(z1, rows)
+    state.checkpoint(rows, times[-1], z1, m1, loss1, grad1, ok=~diverged & ~exhausted)
+    state.status[rows[exhausted]] = MAX_STEPS

@@ -7,7 +7,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import CHUNK_ROWS, BaseDecoderTransformer, _fingerprint
+from ._base import BaseDecoderTransformer, _fingerprint
 from ._flow import (
     ADAPTIVE_SOLVERS,
     FLOWS,
@@ -21,6 +21,7 @@ from ._flow import (
 )
 from ._flow.result import MAX_STEPS, STALL_TOL_FACTOR
 from ._networks import make_mlp, set_linear_path
+from ._torch_estimator import CHUNK_ROWS
 from ._warnings import warn_user
 
 # Evaluations per training sample and epoch when training codes are warm-started
@@ -491,6 +492,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self.device = device
 
     def _decoder_init(self):
+        """``decoder_init`` with 'auto' resolved: 'pca' or 'random'."""
         if self.decoder_init == "auto":
             return "pca" if self.loss == "mse" else "random"
         return self.decoder_init
@@ -534,7 +536,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             skip=self._decoder_init() == "pca",
         )
 
-    def _init_from_data(self, X):
+    def _fit_starting_weights(self, X):
+        """The PCA start: the decoder's linear path spans the principal axes."""
         if self._decoder_init() != "pca":
             return
         # The scaled data are centred, so the principal axes are the right
@@ -606,23 +609,26 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             record["status"].append(result.status[short])
             record["grad_norm"].append(result.grad_norm[short].detach())
 
-    def _initialize(self, n_features, generator):
-        super()._initialize(n_features, generator)
+    def _draw_model_seeds(self, generator):
+        """With init='random': the seed of the random start codes."""
         if self._init() == "random":
             self._init_seed = self._draw_init_seed(generator)
 
     def _draw_init_seed(self, generator=None):
+        """A seed for init='random', from ``generator`` or else ``random_state``."""
         if generator is None:
             generator = self._torch_generator()
         return int(torch.randint(2**62, (1,), generator=generator).item())
 
     def _init(self):
+        """``init`` with 'auto' resolved: how the flows' start codes are chosen."""
         if self.init == "auto":
             pca = self._fitted_architecture["decoder_init"] == "pca"
             return "linear" if pca else "zeros"
         return self.init
 
     def _initial_codes(self, X):
+        """The codes the flows of the scaled samples ``X`` start from."""
         init = self._init()
         if init == "linear":
             return linear_path_codes(self.decoder_, X)

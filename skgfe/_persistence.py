@@ -34,7 +34,9 @@ from safetensors.torch import save as _save_tensors
 from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoders import Autoencoder, VariationalAutoencoder
+from ._devices import resolve_device
 from ._gfe import GradientFlowEncoder
+from ._torch_estimator import TRAINING_RECORD
 from ._vae_dlm import VAEDLMRegressor
 
 FORMAT_NAME = "skgfe"
@@ -110,12 +112,8 @@ def _finite(value):
     return _is_float(value) and math.isfinite(value)
 
 
-# Fitted attributes every estimator keeps in config.json: name -> check of the
-# decoded JSON value.
-_TRAINING_STATE = {
-    "n_features_in_": _is_int,
-    "n_components_": _is_int,
-    "_fitted_architecture": lambda v: isinstance(v, dict),
+# Checks of the decoded JSON values of the training record (TRAINING_RECORD).
+_TRAINING_RECORD_CHECKS = {
     "loss_curve_": _float_list,
     "best_loss_": _is_float,
     "validation_scores_": _optional_float_list,
@@ -123,6 +121,14 @@ _TRAINING_STATE = {
     "n_iter_": _is_int,
     "t_": _is_int,
     "_no_improvement_count": _is_int,
+}
+# Fitted attributes every estimator keeps in config.json: name -> check of the
+# decoded JSON value.
+_TRAINING_STATE = {
+    "n_features_in_": _is_int,
+    "n_components_": _is_int,
+    "_fitted_architecture": lambda v: isinstance(v, dict),
+    **{name: _TRAINING_RECORD_CHECKS[name] for name in TRAINING_RECORD},
 }
 # Set by some fits only.
 _FITTED_OPTIONAL = {
@@ -643,8 +649,6 @@ def load(path, device=None):
     safe in the sense that no code from them runs: at worst the model computes
     something other than the original.
     """
-    from ._base import resolve_device
-
     target = "cpu" if device is None else device
     torch_device = resolve_device(target)
     path = os.fspath(path)

@@ -185,12 +185,17 @@ def run_epochs(
 
     Parameters
     ----------
-    estimator : BaseDecoderTransformer
+    estimator : TorchEstimatorMixin
         Provides ``_modules()``, ``_optimizer``, ``_make_optimizer()``,
+        ``_effective_batch_size(n_samples)``,
         ``_batch_loss(X_batch, generator, rows=rows)`` returning
-        ``(mean loss tensor, info dict)``, ``_validation_loss(X)`` and
-        ``_training_loss(X)``; optionally ``_clip_gradients()``, called between
-        the backward pass and the optimiser step. Its ``loss_curve_``,
+        ``(mean loss tensor, info dict)``, ``_validation_loss(X)``,
+        ``_training_loss(X)``, the parameters ``weight_averaging``, ``tol``,
+        ``n_iter_no_change`` and ``verbose``, and the hooks
+        ``_reference_training_loss(X_train)`` and ``_clip_gradients()``
+        (called between the backward pass and the optimiser step), which
+        :class:`~skgfe._torch_estimator.TorchEstimatorMixin` declares with
+        defaults. Its ``loss_curve_``,
         ``validation_scores_``, ``best_loss_``, ``best_validation_score_``,
         ``n_iter_``, ``t_`` and ``_no_improvement_count`` are updated in place.
     X_train : torch.Tensor of shape (n_samples, ...)
@@ -258,7 +263,7 @@ class _EpochLoop:
         self.outcome = TrainingOutcome()
         self.start_state = _snapshot(self.modules)
         self.best_state = self.start_state
-        decay = getattr(estimator, "weight_averaging", 0.0)
+        decay = estimator.weight_averaging
         self.average = (
             WeightAverage(self.modules, decay) if keep_best and decay > 0 else None
         )
@@ -313,8 +318,7 @@ class _EpochLoop:
             est.best_loss_ = best
             return
         est.best_validation_score_ = -best
-        reference = getattr(est, "_reference_training_loss", lambda X: None)
-        reference = reference(self.X_train)
+        reference = est._reference_training_loss(self.X_train)
         if reference is not None:
             self.training_bound = reference
 
@@ -362,9 +366,7 @@ class _EpochLoop:
         if not torch.isfinite(loss):
             raise _Diverged(loss.item(), "The training loss")
         loss.backward()
-        clip_gradients = getattr(est, "_clip_gradients", None)
-        if clip_gradients is not None:
-            clip_gradients()
+        est._clip_gradients()
         est._optimizer.step()
         if self.average is not None:
             self.average.update()

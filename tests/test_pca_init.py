@@ -40,7 +40,8 @@ def test_untrained_decoder_is_pca(
     # Training skipped: the decoder is the PCA of all the training samples (no
     # early-stopping split), and the codes (from init='linear') are PCA's scores
     # in the estimator's internal scale, up to the sign of each axis.
-    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
+    # fit runs run_epochs from skgfe._torch_estimator (was _base, issue 21).
+    monkeypatch.setattr("skgfe._torch_estimator.run_epochs", skip_training)
     X_pool, X_test = digits_split
     X_train = X_pool[:300]
     pca = PCA(n_components=6).fit(X_train)
@@ -162,7 +163,8 @@ def test_decoder_init_pca_needs_mse():
     ],
 )
 def test_auto_settings_resolve(params, skip, init, monkeypatch):
-    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
+    # fit runs run_epochs from skgfe._torch_estimator (was _base, issue 21).
+    monkeypatch.setattr("skgfe._torch_estimator.run_epochs", skip_training)
     X = np.random.default_rng(0).random((20, 4))
     gfe = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(8,), **params)
     gfe.fit(X)

@@ -491,7 +491,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self.warm_start = warm_start
         self.device = device
 
-    def _decoder_init(self):
+    def _resolved_decoder_init(self):
         """``decoder_init`` with 'auto' resolved: 'pca' or 'random'."""
         if self.decoder_init == "auto":
             return "pca" if self.loss == "mse" else "random"
@@ -500,7 +500,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     def _architecture(self):
         # decoder_init decides whether the decoder has a linear path (and the
         # default init); resolved, so 'auto' and what it stands for are equal.
-        return {**super()._architecture(), "decoder_init": self._decoder_init()}
+        return {
+            **super()._architecture(),
+            "decoder_init": self._resolved_decoder_init(),
+        }
 
     def _check_params(self):
         super()._check_params()
@@ -533,12 +536,12 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             generator=generator,
             dtype=dtype,
             device=device,
-            skip=self._decoder_init() == "pca",
+            skip=self._resolved_decoder_init() == "pca",
         )
 
     def _fit_starting_weights(self, X):
         """The PCA start: the decoder's linear path spans the principal axes."""
-        if self._decoder_init() != "pca":
+        if self._resolved_decoder_init() != "pca":
             return
         # The scaled data are centred, so the principal axes are the right
         # singular vectors. The linear path maps a code to its point in PCA's
@@ -561,7 +564,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             if last is not None and last[0] == self._train_fingerprint:
                 self._train_codes = last[1].to(X.device).clone()
             else:
-                self._train_codes = self._initial_codes(X)
+                self._train_codes = self._flow_start_codes(X)
         # The current epoch's training flows that stopped short of flow_tol.
         self._short_solves = {"epoch": None}
 
@@ -611,32 +614,32 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     def _draw_model_seeds(self, generator):
         """With init='random': the seed of the random start codes."""
-        if self._init() == "random":
-            self._init_seed = self._draw_init_seed(generator)
+        if self._resolved_init() == "random":
+            self._random_start_seed = self._draw_random_start_seed(generator)
 
-    def _draw_init_seed(self, generator=None):
+    def _draw_random_start_seed(self, generator=None):
         """A seed for init='random', from ``generator`` or else ``random_state``."""
         if generator is None:
             generator = self._torch_generator()
         return int(torch.randint(2**62, (1,), generator=generator).item())
 
-    def _init(self):
+    def _resolved_init(self):
         """``init`` with 'auto' resolved: how the flows' start codes are chosen."""
         if self.init == "auto":
             pca = self._fitted_architecture["decoder_init"] == "pca"
             return "linear" if pca else "zeros"
         return self.init
 
-    def _initial_codes(self, X):
+    def _flow_start_codes(self, X):
         """The codes the flows of the scaled samples ``X`` start from."""
-        init = self._init()
+        init = self._resolved_init()
         if init == "linear":
             return linear_path_codes(self.decoder_, X)
-        if init == "random" and getattr(self, "_init_seed", None) is None:
+        if init == "random" and getattr(self, "_random_start_seed", None) is None:
             # init was switched to 'random' after fitting with 'zeros'.
-            self._init_seed = self._draw_init_seed()
+            self._random_start_seed = self._draw_random_start_seed()
         return initial_codes(
-            X, self.n_components_, init, getattr(self, "_init_seed", 0)
+            X, self.n_components_, init, getattr(self, "_random_start_seed", 0)
         )
 
     def _training_loss(self, X):
@@ -661,7 +664,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # Early stopping keeps no weights that fit the training data worse than
         # this (see run_epochs): for a decoder initialised from PCA, the training
         # loss of the weights training starts from, PCA's optimum when untrained.
-        if self._decoder_init() != "pca":
+        if self._resolved_decoder_init() != "pca":
             return None
         return self._training_loss(X)
 
@@ -677,7 +680,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 self.decoder_,
                 self._loss_function,
                 X,
-                self._initial_codes(X) if z0 is None else z0,
+                self._flow_start_codes(X) if z0 is None else z0,
                 flow=self.flow,
                 solver=self.solver,
                 t_end=self.flow_time,
@@ -704,7 +707,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         with torch.no_grad():
             loss = self._in_chunks(
                 lambda chunk: self._loss_function(
-                    self.decoder_(self._initial_codes(chunk)), chunk
+                    self.decoder_(self._flow_start_codes(chunk)), chunk
                 ),
                 X,
             )

@@ -135,13 +135,17 @@ _FITTED_OPTIONAL = {
     "feature_names_in_": lambda v: (
         isinstance(v, list) and all(isinstance(s, str) for s in v)
     ),
-    # GradientFlowEncoder with init='random': the seed of the initial codes.
-    "_init_seed": _is_int,
+    # GradientFlowEncoder with init='random': the seed of the start codes.
+    "_random_start_seed": _is_int,
     # fit (not partial_fit): whether training kept the weights it started from.
     "kept_start_": lambda v: isinstance(v, bool),
     # set_output's configuration.
     "_sklearn_output_config": _str_dict,
 }
+# Fitted attributes that config.json holds under an earlier name, so that files
+# written before the rename load and files written since load in older versions.
+_SAVED_NAMES = {"_random_start_seed": "_init_seed"}
+_ATTRIBUTE_NAMES = {saved: name for name, saved in _SAVED_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ def _fitted_state(estimator, schema):
         elif name in schema.required or name in _FITTED_OPTIONAL:
             if name == "feature_names_in_":
                 value = [str(s) for s in value]
-            attributes[name] = _to_json(value, name)
+            attributes[_SAVED_NAMES.get(name, name)] = _to_json(value, name)
         elif name not in known:
             unknown.append(name)
     if unknown:
@@ -496,7 +500,8 @@ def _read_weights(path, config):
 
 
 def _check_fitted(fitted, schema):
-    """Decode and check the JSON fitted attributes."""
+    """Decode and check the JSON fitted attributes (name -> value)."""
+    fitted = {_ATTRIBUTE_NAMES.get(name, name): value for name, value in fitted.items()}
     unknown = set(fitted) - set(schema.required) - set(_FITTED_OPTIONAL)
     if unknown:
         raise _corrupt(f"unknown fitted attributes {sorted(unknown)}")

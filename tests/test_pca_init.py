@@ -169,7 +169,7 @@ def test_auto_settings_resolve(params, skip, init, monkeypatch):
     gfe = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(8,), **params)
     gfe.fit(X)
     assert (gfe.decoder_.skip is not None) == skip
-    assert gfe._init() == init
+    assert gfe._resolved_init() == init  # init resolved (was _init)
     assert np.all(np.isfinite(gfe.transform(X)))
 
 
@@ -247,13 +247,14 @@ def test_warm_start_resumes_the_training_codes(monkeypatch):
     )
     n_train = len(X) - round(0.1 * len(X))
     starts = []
-    original = GradientFlowEncoder._initial_codes
+    # _flow_start_codes: the codes the flows start from (was _initial_codes).
+    original = GradientFlowEncoder._flow_start_codes
 
     def record(self, X_scaled):
         starts.append(len(X_scaled))
         return original(self, X_scaled)
 
-    monkeypatch.setattr(GradientFlowEncoder, "_initial_codes", record)
+    monkeypatch.setattr(GradientFlowEncoder, "_flow_start_codes", record)
     fit_quietly(gfe, X)
     assert starts.count(n_train) == 1 and not gfe.kept_start_
     starts.clear()

@@ -419,7 +419,11 @@ def save(estimator, path, *, overwrite=False):
         },
     }
     text = json.dumps(config, indent=2, allow_nan=False)
-    path = os.fspath(path)
+    return _write_files(os.fspath(path), data, text.encode(), overwrite)
+
+
+def _write_files(path, weights, config, overwrite):
+    """Write the weights and config files (bytes) to the folder ``path``."""
     existing = [
         name
         for name in (CONFIG_FILE, WEIGHTS_FILE)
@@ -433,7 +437,7 @@ def save(estimator, path, *, overwrite=False):
     os.makedirs(path, exist_ok=True)
     # Weights first, config last: a save interrupted half-way leaves a config
     # whose SHA-256 does not match, and load refuses it.
-    for file_name, content in ((WEIGHTS_FILE, data), (CONFIG_FILE, text.encode())):
+    for file_name, content in ((WEIGHTS_FILE, weights), (CONFIG_FILE, config)):
         target = os.path.join(path, file_name)
         with open(target + ".tmp", "wb") as handle:
             handle.write(content)

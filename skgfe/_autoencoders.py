@@ -13,7 +13,8 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import CHUNK_ROWS, BaseDecoderTransformer
+from ._base import BaseDecoderTransformer
+from ._torch_estimator import CHUNK_ROWS
 
 # Mean activations of sigmoid codes are clipped away from 0 and 1 inside the KL
 # sparsity penalty, whose logarithms are infinite there.

@@ -1,16 +1,15 @@
 """Base class for transformers that learn a torch decoder.
 
-Holds what GradientFlowEncoder and the autoencoder baselines share: parameter
-validation, input validation, internal scaling, device and dtype handling, the
-training entry points (``fit``, ``partial_fit``), decoding, scoring, feature names and
-pickling. A subclass says how to build its modules, how to encode, and the loss of a
-training minibatch.
+Holds what GradientFlowEncoder and the autoencoder baselines share on top of
+:class:`~skgfe._torch_estimator.TorchEstimatorMixin`: their parameters, input
+validation, internal scaling, the validation split, the public ``fit`` and
+``partial_fit``, decoding, scoring and feature names. A subclass says how to
+build its modules, how to encode, and the loss of a training minibatch.
 """
 
-import copy
 import hashlib
-from abc import ABCMeta, abstractmethod
-from numbers import Integral, Real
+from abc import abstractmethod
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -20,30 +19,18 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._losses import LOSSES
-from ._networks import ACTIVATIONS, ARCHITECTURES, make_mlp
-from ._training import OPTIMIZERS, make_optimizer, run_epochs
+from ._torch_estimator import (
+    NETWORK_PARAMETER_CONSTRAINTS,
+    TRAINING_PARAMETER_CONSTRAINTS,
+    TorchEstimatorMixin,
+    _refuse_1d,
+    centre_and_scale,
+)
 from ._warnings import warn_user
-
-try:  # scikit-learn >= 1.9: the callback API (set_callbacks, ProgressBar, ...)
-    from sklearn.callback import CallbackSupportMixin
-except ImportError:  # older scikit-learn: fit runs without callback hooks
-
-    class CallbackSupportMixin:
-        """Stand-in for scikit-learn's mixin where it has no callback API."""
-
-        def _init_callback_context(self, **kwargs):
-            return None
-
-
-# Rows encoded or decoded at once by transform-like methods; results do not depend
-# on it (rows are computed independently), only peak memory does.
-CHUNK_ROWS = 8192
 
 
 def _fingerprint(X):
@@ -52,235 +39,17 @@ def _fingerprint(X):
     return (array.shape, hashlib.sha256(array.tobytes()).hexdigest())
 
 
-def _refuse_1d(X):
-    """The 1-D input error without the array itself (a spectrum has thousands
-    of values, and scikit-learn's message prints them all)."""
-    shape = getattr(X, "shape", None)
-    if shape is None and isinstance(X, (list, tuple)):
-        shape = np.shape(X) if X and np.ndim(X[0]) == 0 else None
-    if shape is not None and len(shape) == 1:
-        raise ValueError(
-            f"Expected 2D array, got 1D array of shape {tuple(shape)} instead. "
-            "Reshape your data either using array.reshape(-1, 1) if your data has "
-            "a single feature or array.reshape(1, -1) if it contains a single "
-            "sample."
-        )
-
-
-def resolve_device(device):
-    """Turn the ``device`` parameter into an available :class:`torch.device`.
-
-    ``device`` is 'auto' (CUDA when available, else the CPU), a
-    :class:`torch.device`, or any string :class:`torch.device` parses ('cpu',
-    'cuda', 'cuda:1', 'mps', ...). Raises a ValueError when the string does not
-    parse, or when torch cannot reach the device (no CUDA, a CUDA index out of
-    range, MPS not available, ...).
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        resolved = device
-    elif isinstance(device, str):
-        try:
-            resolved = torch.device(device)
-        except (RuntimeError, ValueError, TypeError) as error:
-            raise ValueError(
-                f"device={device!r} is not a torch device ({error}). Use 'cpu', "
-                "'cuda', 'cuda:<index>', 'mps', another string torch.device "
-                "parses, or 'auto'."
-            ) from None
-    else:
-        raise ValueError(
-            "device must be a string such as 'cpu', 'cuda:0' or 'auto', or a "
-            f"torch.device; got {device!r}."
-        )
-    _check_available(resolved, device)
-    return resolved
-
-
-def _check_available(resolved, device):
-    """Raise a ValueError unless torch can put tensors on ``resolved``."""
-    kind = resolved.type
-    if kind == "cpu":
-        return
-    if kind == "meta":
-        raise ValueError(
-            f"device={device!r} holds no data (torch's 'meta' device); use "
-            "'cpu', 'cuda' or another device with memory."
-        )
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} was requested but torch finds no CUDA device. "
-                "Use device='cpu' or device='auto', or install a CUDA build of "
-                "torch."
-            )
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise ValueError(
-                f"device={device!r} was requested but torch finds {count} CUDA "
-                f"device(s), with indices 0 to {count - 1}."
-            )
-        return
-    if kind == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(
-                f"device={device!r} was requested but the MPS backend (Apple "
-                "silicon GPUs) is not available on this machine or in this build "
-                "of torch. Use device='cpu'."
-            )
-        return
-    try:  # any other backend: can torch allocate there?
-        torch.empty(0, device=resolved)
-    except Exception as error:  # backends raise various errors
-        raise ValueError(
-            f"device={device!r} was requested but torch cannot use it: {error}"
-        ) from None
-
-
-# Constraints of the training parameters every torch estimator of skgfe has.
-TRAINING_PARAMETER_CONSTRAINTS = {
-    "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-    "optimizer": [StrOptions(set(OPTIMIZERS))],
-    "weight_averaging": [Interval(Real, 0, 1, closed="left")],
-    "tol": [Interval(Real, 0, None, closed="left")],
-    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-    "early_stopping": ["boolean"],
-    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
-    "warm_start": ["boolean"],
-    # Any string torch.device parses, or 'auto': checked (parsed, and the
-    # device available) at fit and transform time by resolve_device.
-    "device": [str, torch.device],
-}
-
-
-class TorchEstimatorMixin:
-    """What every estimator of skgfe that trains torch modules shares.
-
-    The class provides ``_modules()`` (the trainable modules) and the
-    parameters ``device``, ``random_state``, ``optimizer``,
-    ``learning_rate_init`` and ``early_stopping``. Pickling stores the modules
-    on the CPU, so that a model fitted on a GPU loads anywhere, and drops the
-    optimiser (it references the original parameters); it is rebuilt on
-    demand.
-    """
-
-    def __getstate__(self):
-        # A copy: scikit-learn's __getstate__ may hand back the live __dict__, and
-        # pickling (or copy.copy) must not strip the optimiser from this model.
-        state = dict(super().__getstate__())
-        for key, value in list(state.items()):
-            if isinstance(value, torch.nn.Module):
-                state[key] = copy.deepcopy(value).cpu()
-        state.pop("_optimizer", None)
-        return state
-
-    def _device(self):
-        return resolve_device(self.device)
-
-    def _ensure_on_device(self):
-        device = self._device()
-        for module in self._modules():
-            module.to(device)
-
-    def _torch_generator(self):
-        """A torch generator seeded from ``random_state`` (never the global one)."""
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        return torch.Generator().manual_seed(int(seed))
-
-    def _make_optimizer(self):
-        return make_optimizer(
-            self.optimizer,
-            [p for m in self._modules() for p in m.parameters()],
-            self.learning_rate_init,
-        )
-
-    def _resume_training(self):
-        """Before more training of fitted modules (warm start, ``partial_fit``)."""
-        self._ensure_on_device()
-        if getattr(self, "_optimizer", None) is None:  # dropped by pickling
-            self._optimizer = self._make_optimizer()
-        if self.early_stopping and self.validation_scores_ is None:
-            self.validation_scores_ = []  # early stopping switched on
-        self._no_improvement_count = 0
-
-    def _warn_if_max_iter_reached(self, outcome):
-        """After ``fit``: warn when the epoch budget, not a stopping rule, ended it."""
-        if outcome.stopped_early or outcome.diverged or self.n_iter_ < self.max_iter:
-            return
-        warn_user(
-            f"Stochastic optimizer: Maximum iterations ({self.max_iter}) reached "
-            f"and the optimization hasn't converged yet: {type(self).__name__} "
-            f"stopped after {self.n_iter_} epochs while its monitored loss still "
-            "improved. Raise max_iter (or continue with warm_start=True).",
-            ConvergenceWarning,
-        )
-
-    def _in_chunks(self, function, *tensors):
-        """Apply ``function`` to matching row chunks of the tensors; concatenate.
-
-        Results do not depend on the chunking (rows are computed independently),
-        only peak memory does.
-        """
-        return torch.cat(
-            [
-                function(*(tensor[i : i + CHUNK_ROWS] for tensor in tensors))
-                for i in range(0, len(tensors[0]), CHUNK_ROWS)
-            ]
-        )
-
-    def _require_finite(self, values, what, inputs="samples"):
-        """Raise when some rows of the ndarray ``values`` are not finite.
-
-        ``what`` names one row's value (e.g. "The code"), ``inputs`` the rows.
-        """
-        finite = np.isfinite(values)
-        if finite.ndim > 1:
-            finite = finite.all(axis=1)
-        n_bad = int(np.sum(~finite))
-        if not n_bad:
-            return
-        if not all(
-            torch.isfinite(p).all() for m in self._modules() for p in m.parameters()
-        ):
-            cause = (
-                "the model's weights are not finite; refit it (e.g. with a lower "
-                "learning_rate_init)"
-            )
-        else:
-            cause = (
-                f"the {inputs} lie so far outside the range seen in training that "
-                "the networks overflow"
-            )
-            if getattr(self, "_fit_dtype", None) == np.float32:
-                cause += " in float32 (a model fitted on float64 data goes further)"
-        raise FloatingPointError(
-            f"{what} is not finite for {n_bad} of {len(finite)} {inputs}: {cause}."
-        )
-
-
 class BaseDecoderTransformer(
     TorchEstimatorMixin,
-    CallbackSupportMixin,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
     BaseEstimator,
-    metaclass=ABCMeta,
 ):
     """Shared machinery of the decoder-based transformers. Not for direct use."""
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "hidden_layer_sizes": [
-            "array-like",
-            Interval(Integral, 1, None, closed="left"),
-        ],
-        "activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
-        "architecture": [StrOptions(set(ARCHITECTURES))],
+        **NETWORK_PARAMETER_CONSTRAINTS,
         "loss": [StrOptions(set(LOSSES))],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
@@ -288,11 +57,10 @@ class BaseDecoderTransformer(
         **TRAINING_PARAMETER_CONSTRAINTS,
     }
 
-    # ------------------------------------------------------------------ hooks
-    @abstractmethod
-    def _build_modules(self, n_features, generator, dtype, device):
-        """Create the fitted torch modules (at least ``self.decoder_``)."""
+    # A decoder without hidden layers is linear (its optimum spans PCA's subspace).
+    _MIN_HIDDEN_LAYERS = 0
 
+    # ------------------------------------------------------------------ hooks
     @abstractmethod
     def _encode(self, X):
         """Codes of the scaled samples ``X`` (a tensor).
@@ -301,21 +69,8 @@ class BaseDecoderTransformer(
         with gradients enabled.
         """
 
-    @abstractmethod
-    def _batch_loss(self, X_batch, generator, rows=None):
-        """Mean training loss of a minibatch (a tensor with gradient) and a dict.
-
-        ``rows`` are the minibatch's indices into this training call's samples.
-        """
-
-    def _init_from_data(self, X):
-        """Hook: initialise the new modules from the scaled training samples."""
-
-    def _begin_training(self, X):
-        """Hook: state that lives for one call of fit or partial_fit."""
-
-    def _end_training(self):
-        """Hook: drop what :meth:`_begin_training` created."""
+    def _fit_starting_weights(self, X):
+        """Hook: fit a new model's starting weights to scaled training samples."""
 
     def _overcomplete_is_intended(self):
         """Hook: True where codes wider than the data need no warning."""
@@ -344,49 +99,7 @@ class BaseDecoderTransformer(
 
     # -------------------------------------------------------------- helpers
     def _architecture(self):
-        """Parameters that shape the fitted networks or the meaning of their outputs.
-
-        Resolved values. Recorded at initialisation, they are what inference uses
-        (whatever ``set_params`` did since), and neither a warm start nor
-        ``partial_fit`` can change them.
-        """
-        return {
-            "n_components": self.n_components,
-            "hidden_layer_sizes": self._hidden_sizes(),
-            "activation": self.activation,
-            "architecture": self.architecture,
-            "loss": self.loss,
-        }
-
-    def _fitted_architecture_changed(self, incremental):
-        """Whether a parameter of :meth:`_architecture` changed since initialisation.
-
-        ``partial_fit`` cannot change the shape of a partially trained model and
-        raises; ``fit`` with ``warm_start=True`` warns and starts afresh.
-        """
-        fitted = self._fitted_architecture
-        changed = {
-            name: (fitted[name], value)
-            for name, value in self._architecture().items()
-            if value != fitted[name]
-        }
-        if not changed:
-            return False
-        details = ", ".join(
-            f"{name} ({old!r} -> {new!r})" for name, (old, new) in changed.items()
-        )
-        if incremental:
-            raise ValueError(
-                f"partial_fit cannot change {details} of a fitted "
-                f"{self.__class__.__name__}: the networks were built with the old "
-                "values. Set them back, or call fit to train a new model."
-            )
-        warn_user(
-            f"warm_start=True cannot reuse the fitted networks after changing "
-            f"{details}: the model is trained from scratch.",
-            UserWarning,
-        )
-        return True
+        return {**super()._architecture(), "loss": self.loss}
 
     @property
     def _fitted_loss(self):
@@ -395,51 +108,6 @@ class BaseDecoderTransformer(
     @property
     def _loss_function(self):
         return LOSSES[self._fitted_loss]
-
-    def _effective_batch_size(self, n_samples):
-        if self.batch_size == "auto":
-            return min(200, n_samples)
-        # Like MLPRegressor, but silently: the default (64) exceeds small data sets.
-        return min(self.batch_size, n_samples)
-
-    def _hidden_sizes(self):
-        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
-        if sizes.ndim != 1 or not all(
-            isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a sequence of positive integers (or () "
-                f"for a linear decoder), got {self.hidden_layer_sizes!r}."
-            )
-        sizes = tuple(int(s) for s in sizes)
-        if self.architecture == "modified_mlp" and len(set(sizes)) > 1:
-            raise ValueError(
-                "architecture='modified_mlp' needs hidden layers of equal width (its "
-                f"two gates feed every hidden layer), got hidden_layer_sizes={sizes}."
-            )
-        return sizes
-
-    def _check_params(self):
-        """Checks of parameter combinations that constraints cannot express.
-
-        Called at the start of ``fit`` and ``partial_fit``; subclasses extend it.
-        """
-        self._hidden_sizes()
-
-    def _make_network(
-        self, n_inputs, hidden_sizes, n_outputs, generator, dtype, device
-    ):
-        """A network of the estimator's ``architecture`` and ``activation``."""
-        return make_mlp(
-            n_inputs,
-            hidden_sizes,
-            n_outputs,
-            self.activation,
-            architecture=self.architecture,
-            generator=generator,
-            dtype=dtype,
-            device=device,
-        )
 
     def _make_decoder(self, n_features, generator, dtype, device):
         """Decoder ``n_components -> hidden_layer_sizes -> n_features``."""
@@ -497,7 +165,7 @@ class BaseDecoderTransformer(
         # is never written to or aliased.
         return torch.tensor(X, dtype=self._dtype, device=self._device())
 
-    def _fit_scaling(self, X):
+    def _fit_scaling(self, X, y):
         """Internal scaling that keeps the flow's step sizes meaningful.
 
         For 'mse' the data are centred per feature and divided by ONE global scale
@@ -507,9 +175,7 @@ class BaseDecoderTransformer(
         same as on the raw data. 'bce' data are probabilities and stay as they are.
         """
         if self.loss == "mse":
-            self.mean_ = X.mean(axis=0)
-            scale = float(np.sqrt(X.var(axis=0).mean()))
-            self.scale_ = scale if np.isfinite(scale) and scale > 0 else 1.0
+            self.mean_, self.scale_ = centre_and_scale(X)
         else:
             self.mean_ = np.zeros(X.shape[1], dtype=X.dtype)
             self.scale_ = 1.0
@@ -528,107 +194,44 @@ class BaseDecoderTransformer(
         return torch.sigmoid(output) if self._fitted_loss == "bce" else output
 
     # ------------------------------------------------------------ training
-    def _initialize(self, n_features, generator):
-        self.n_components_ = self.n_components
-        self._fitted_architecture = self._architecture()
-        self._dtype = torch.float64 if self._fit_dtype == np.float64 else torch.float32
-        self._build_modules(n_features, generator, self._dtype, self._device())
-        try:
-            self._optimizer = self._make_optimizer()
-        except BaseException:
-            # The first torch optimiser of a process imports torch._dynamo
-            # (seconds): interrupted there, the half-built model must not look
-            # fitted.
-            self._forget_fit()
-            raise
-        self.loss_curve_ = []
-        self.best_loss_ = np.inf
-        self.validation_scores_ = [] if self.early_stopping else None
-        self.best_validation_score_ = None
-        self.n_iter_ = 0
-        self.t_ = 0
-        self._no_improvement_count = 0
-
-    def _forget_fit(self):
-        """Drop every fitted attribute, so that ``check_is_fitted`` raises again."""
-        for name in [k for k in vars(self) if k.endswith("_") and k[:2] != "__"]:
-            delattr(self, name)
-
-    def _is_initialized(self):
-        return hasattr(self, "decoder_")
-
-    def _fit(self, X, n_epochs, incremental):
-        first_call = not (
-            (incremental or self.warm_start)
-            and self._is_initialized()
-            and not self._fitted_architecture_changed(incremental)
-        )
-        X = self._validate_X(X, reset=first_call)
+    def _validate_training_data(self, X, y, reset, incremental):
+        X = self._validate_X(X, reset=reset)
         if not incremental and X.shape[0] < 2:
             raise ValueError(
                 f"Found array with n_samples={X.shape[0]} while a minimum of 2 is "
                 f"required by {type(self).__name__}.fit: one sample has no "
                 "variance to learn (partial_fit accepts single samples)."
             )
-        if first_call and not incremental:
+        if reset and not incremental:
             self._warn_if_degenerate(X)
-        generator = self._torch_generator()
-        if first_call:
-            self._fit_dtype = X.dtype
-            self._fit_scaling(X)
-            self._initialize(X.shape[1], generator)
-        else:
-            self._resume_training()
-        X_t = self._scale(self._to_tensor(X))
-        X_all = X_t
+        return X, None
+
+    def _record_data_format(self, X, y):
+        self._fit_dtype = X.dtype
+        self._dtype = torch.float64 if X.dtype == np.float64 else torch.float32
+
+    def _module_sizes(self, X, y):
+        return (X.shape[1],)
+
+    def _training_data(self, X, y, generator, new_model, incremental):
+        """Scaled training samples and, with early stopping, validation samples.
+
+        The starting weights of a new model are fitted to the training part.
+        """
+        X_train = self._scale(self._to_tensor(X))
         X_val = None
-        n_val = max(1, int(round(self.validation_fraction * len(X_t))))
+        n_val = max(1, int(round(self.validation_fraction * len(X_train))))
         # With a single sample there is nothing to hold out: monitor the
         # training loss instead.
-        if self.early_stopping and not incremental and len(X_t) > n_val:
-            order = self._validation_split(X_t, generator, first_call)
-            X_val, X_t = X_t[order[:n_val]], X_t[order[n_val:]]
-        if first_call:
-            self._init_from_data(X_t)
-        # scikit-learn callbacks (e.g. ProgressBar) see the fit as one task with
-        # an "epoch" subtask per epoch.
-        callback_ctx = self._init_callback_context(max_subtasks=n_epochs)
-        if callback_ctx is not None:
-            callback_ctx.call_on_fit_task_begin(estimator=self, X=X)
-        self._begin_training(X_t)
-        try:
-            outcome = run_epochs(
-                self,
-                X_t,
-                X_val,
-                n_epochs,
-                generator,
-                keep_best=not incremental,
-                callback_ctx=callback_ctx,
-            )
-        finally:
-            self._end_training()
-        if outcome.kept_start and not incremental:
-            self._forget_resume_state()
-        if first_call and X_val is not None and outcome.kept_start:
-            # Training never beat the initial model on the validation samples:
-            # that model is kept, and initialised from all the data it is better.
-            self._init_from_data(X_all)
-        if callback_ctx is not None:
-            callback_ctx.call_on_fit_task_end(
-                estimator=self, X=X, reconstruction_attributes={}
-            )
-        if not incremental:
-            self.kept_start_ = outcome.kept_start
-            self._report_training_end(outcome, X_val is not None, first_call)
-            self._warn_if_max_iter_reached(outcome)
-        return self
+        if self.early_stopping and not incremental and len(X_train) > n_val:
+            order = self._validation_split(X_train, generator, new_model)
+            X_val, X_train = X_train[order[:n_val]], X_train[order[n_val:]]
+        if new_model:
+            self._fit_starting_weights(X_train)
+        return X_train, X_val
 
-    def _forget_resume_state(self):
-        """After a fit that kept its start: what a warm start would resume from
-        (the optimiser's moments; GFE's training codes) belongs to weights that
-        were dropped, so the next warm start resumes from the kept start afresh."""
-        self._optimizer = self._make_optimizer()
+    def _refit_start_to_all_data(self, X):
+        self._fit_starting_weights(self._scale(self._to_tensor(X)))
 
     def _warn_if_degenerate(self, X):
         """Warn about training data that cannot fit a model of this size."""
@@ -650,7 +253,7 @@ class BaseDecoderTransformer(
                 UserWarning,
             )
 
-    def _validation_split(self, X, generator, first_call):
+    def _validation_split(self, X, generator, new_model):
         """A permutation of the rows of ``X``: validation rows first.
 
         A warm-start fit on the same samples keeps the previous fit's split, so
@@ -661,44 +264,12 @@ class BaseDecoderTransformer(
             return torch.randperm(len(X), generator=generator).to(X.device)
         fingerprint = _fingerprint(X)
         last = getattr(self, "_last_split", None)
-        if not first_call and last is not None and last[0] == fingerprint:
+        if not new_model and last is not None and last[0] == fingerprint:
             order = last[1]
         else:
             order = torch.randperm(len(X), generator=generator)
         self._last_split = (fingerprint, order)
         return order.to(X.device)
-
-    def _start_description(self):
-        """What the weights a fit starts from are, for the end-of-training report."""
-        return "the initial weights"
-
-    def _report_training_end(self, outcome, validated, first_call):
-        """With ``verbose``: say why training stopped and which weights were kept."""
-        if not self.verbose:
-            return
-        monitored = "validation loss" if validated else "training loss"
-        reasons = {
-            "plateau": f"the {monitored} did not improve by more than tol={self.tol} "
-            f"(relative) in {self.n_iter_no_change} checks",
-            "max_iter": f"max_iter={self.max_iter} epochs were reached while the "
-            f"{monitored} still improved (raise max_iter)",
-            "callback": "a callback asked to stop",
-            "diverged": "the loss became non-finite (lower learning_rate_init)",
-            "interrupted": "it was interrupted",
-        }
-        if outcome.kept_start:
-            start = (
-                self._start_description()
-                if first_call
-                else "the weights the previous fit ended with"
-            )
-            kept = f"kept {start}: no trained weights had a lower {monitored}"
-        else:
-            kept = f"kept the weights measured after epoch {outcome.best_epoch}"
-        print(
-            f"Training stopped after {self.n_iter_} epochs: "
-            f"{reasons[outcome.reason]}; {kept}."
-        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -717,7 +288,7 @@ class BaseDecoderTransformer(
             Fitted estimator.
         """
         self._check_params()
-        return self._fit(X, self.max_iter, incremental=False)
+        return self._fit(X, None, self.max_iter, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -747,7 +318,7 @@ class BaseDecoderTransformer(
         """
         self._check_params()
         later_block = self._is_initialized()
-        self._fit(X, 1, incremental=True)
+        self._fit(X, None, 1, incremental=True)
         if later_block:
             self._check_block_scaling(X)
         return self
@@ -776,20 +347,8 @@ class BaseDecoderTransformer(
         )
 
     # ------------------------------------------------------------ inference
-    def _check_ready(self, X):
-        check_is_fitted(self)
-        _refuse_1d(X)
-        X = validate_data(
-            self,
-            X,
-            reset=False,
-            dtype=[np.float64, np.float32],
-            accept_sparse=False,
-            ensure_min_samples=1,
-        )
+    def _check_inference_input(self, X):
         self._check_range(X, self._fitted_loss)
-        self._ensure_on_device()
-        return X
 
     def transform(self, X):
         """Encode ``X``.

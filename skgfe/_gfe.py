@@ -5,10 +5,11 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import CHUNK_ROWS, BaseDecoderTransformer, _fingerprint
+from ._base import BaseDecoderTransformer, _fingerprint
 from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
 from ._networks import make_mlp, set_linear_path
+from ._torch_estimator import CHUNK_ROWS
 
 # Evaluations per training sample and epoch when training codes are warm-started
 # (solver='lm'): the solve from last epoch's code is left inexact and resumes in
@@ -477,7 +478,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self.warm_start = warm_start
         self.device = device
 
-    def _decoder_init(self):
+    def _resolved_decoder_init(self):
+        """``decoder_init`` with 'auto' resolved: 'pca' or 'random'."""
         if self.decoder_init == "auto":
             return "pca" if self.loss == "mse" else "random"
         return self.decoder_init
@@ -485,7 +487,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     def _architecture(self):
         # decoder_init decides whether the decoder has a linear path (and the
         # default init); resolved, so 'auto' and what it stands for are equal.
-        return {**super()._architecture(), "decoder_init": self._decoder_init()}
+        return {
+            **super()._architecture(),
+            "decoder_init": self._resolved_decoder_init(),
+        }
 
     def _check_params(self):
         super()._check_params()
@@ -517,11 +522,12 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             generator=generator,
             dtype=dtype,
             device=device,
-            skip=self._decoder_init() == "pca",
+            skip=self._resolved_decoder_init() == "pca",
         )
 
-    def _init_from_data(self, X):
-        if self._decoder_init() != "pca":
+    def _fit_starting_weights(self, X):
+        """The PCA start: the decoder's linear path spans the principal axes."""
+        if self._resolved_decoder_init() != "pca":
             return
         # The scaled data are centred, so the principal axes are the right
         # singular vectors. The linear path maps a code to its point in PCA's
@@ -544,7 +550,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             if last is not None and last[0] == self._train_fingerprint:
                 self._train_codes = last[1].to(X.device).clone()
             else:
-                self._train_codes = self._initial_codes(X)
+                self._train_codes = self._flow_start_codes(X)
         # The current epoch's training flows that stopped short of flow_tol.
         self._short_solves = ShortSolves()
 
@@ -575,31 +581,34 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             self.flow, self.solver, self.flow_tol, self._dtype == torch.float64
         )
 
-    def _initialize(self, n_features, generator):
-        super()._initialize(n_features, generator)
-        if self._init() == "random":
-            self._init_seed = self._draw_init_seed(generator)
+    def _draw_model_seeds(self, generator):
+        """With init='random': the seed of the random start codes."""
+        if self._resolved_init() == "random":
+            self._random_start_seed = self._draw_random_start_seed(generator)
 
-    def _draw_init_seed(self, generator=None):
+    def _draw_random_start_seed(self, generator=None):
+        """A seed for init='random', from ``generator`` or else ``random_state``."""
         if generator is None:
             generator = self._torch_generator()
         return int(torch.randint(2**62, (1,), generator=generator).item())
 
-    def _init(self):
+    def _resolved_init(self):
+        """``init`` with 'auto' resolved: how the flows' start codes are chosen."""
         if self.init == "auto":
             pca = self._fitted_architecture["decoder_init"] == "pca"
             return "linear" if pca else "zeros"
         return self.init
 
-    def _initial_codes(self, X):
-        init = self._init()
+    def _flow_start_codes(self, X):
+        """The codes the flows of the scaled samples ``X`` start from."""
+        init = self._resolved_init()
         if init == "linear":
             return linear_path_codes(self.decoder_, X)
-        if init == "random" and getattr(self, "_init_seed", None) is None:
+        if init == "random" and getattr(self, "_random_start_seed", None) is None:
             # init was switched to 'random' after fitting with 'zeros'.
-            self._init_seed = self._draw_init_seed()
+            self._random_start_seed = self._draw_random_start_seed()
         return initial_codes(
-            X, self.n_components_, init, getattr(self, "_init_seed", 0)
+            X, self.n_components_, init, getattr(self, "_random_start_seed", 0)
         )
 
     def _training_loss(self, X):
@@ -624,7 +633,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # Early stopping keeps no weights that fit the training data worse than
         # this (see run_epochs): for a decoder initialised from PCA, the training
         # loss of the weights training starts from, PCA's optimum when untrained.
-        if self._decoder_init() != "pca":
+        if self._resolved_decoder_init() != "pca":
             return None
         return self._training_loss(X)
 
@@ -640,7 +649,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 self.decoder_,
                 self._loss_function,
                 X,
-                self._initial_codes(X) if z0 is None else z0,
+                self._flow_start_codes(X) if z0 is None else z0,
                 flow=self.flow,
                 solver=self.solver,
                 t_end=self.flow_time,
@@ -667,7 +676,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         with torch.no_grad():
             loss = self._in_chunks(
                 lambda chunk: self._loss_function(
-                    self.decoder_(self._initial_codes(chunk)), chunk
+                    self.decoder_(self._flow_start_codes(chunk)), chunk
                 ),
                 X,
             )

@@ -10,6 +10,13 @@ same whatever the batch size. Measured on CPU: a row's result is bit-identical a
 batch sizes; when a row moves to another position inside its block it can differ in
 the last bit (about 1e-16 relative in float64), far below the flow's tolerance, so
 codes agree to 1e-7 or better whatever the batch (the tests check that).
+
+The flows' solvers do not differentiate these networks with autograd:
+:mod:`skgfe._flow.derivatives` writes their forward pass and its latent
+derivatives out by hand (the blocks of rows, :class:`MLP`'s layers and skip
+path, :class:`ModifiedMLP`'s gates, and each activation's derivative). A change
+to a network here must be mirrored there; ``tests/test_derivatives.py`` compares
+both with autograd.
 """
 
 import math

@@ -42,7 +42,9 @@ from ._composition import (
     refuse_saved_model,
     save_composition,
 )
+from ._devices import resolve_device
 from ._gfe import GradientFlowEncoder
+from ._torch_estimator import TRAINING_RECORD
 from ._vae_dlm import VAEDLMRegressor
 
 FORMAT_NAME = "skgfe"
@@ -118,12 +120,8 @@ def _finite(value):
     return _is_float(value) and math.isfinite(value)
 
 
-# Fitted attributes every estimator keeps in config.json: name -> check of the
-# decoded JSON value.
-_TRAINING_STATE = {
-    "n_features_in_": _is_int,
-    "n_components_": _is_int,
-    "_fitted_architecture": lambda v: isinstance(v, dict),
+# Checks of the decoded JSON values of the training record (TRAINING_RECORD).
+_TRAINING_RECORD_CHECKS = {
     "loss_curve_": _float_list,
     "best_loss_": _is_float,
     "validation_scores_": _optional_float_list,
@@ -132,18 +130,30 @@ _TRAINING_STATE = {
     "t_": _is_int,
     "_no_improvement_count": _is_int,
 }
+# Fitted attributes every estimator keeps in config.json: name -> check of the
+# decoded JSON value.
+_TRAINING_STATE = {
+    "n_features_in_": _is_int,
+    "n_components_": _is_int,
+    "_fitted_architecture": lambda v: isinstance(v, dict),
+    **{name: _TRAINING_RECORD_CHECKS[name] for name in TRAINING_RECORD},
+}
 # Set by some fits only.
 _FITTED_OPTIONAL = {
     "feature_names_in_": lambda v: (
         isinstance(v, list) and all(isinstance(s, str) for s in v)
     ),
-    # GradientFlowEncoder with init='random': the seed of the initial codes.
-    "_init_seed": _is_int,
+    # GradientFlowEncoder with init='random': the seed of the start codes.
+    "_random_start_seed": _is_int,
     # fit (not partial_fit): whether training kept the weights it started from.
     "kept_start_": lambda v: isinstance(v, bool),
     # set_output's configuration.
     "_sklearn_output_config": _str_dict,
 }
+# Fitted attributes that config.json holds under an earlier name, so that files
+# written before the rename load and files written since load in older versions.
+_SAVED_NAMES = {"_random_start_seed": "_init_seed"}
+_ATTRIBUTE_NAMES = {saved: name for name, saved in _SAVED_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -294,7 +304,7 @@ def _fitted_state(estimator, schema):
         elif name in schema.required or name in _FITTED_OPTIONAL:
             if name == "feature_names_in_":
                 value = [str(s) for s in value]
-            attributes[name] = _to_json(value, name)
+            attributes[_SAVED_NAMES.get(name, name)] = _to_json(value, name)
         elif name not in known:
             unknown.append(name)
     if unknown:
@@ -442,13 +452,17 @@ def save(estimator, path, *, overwrite=False):
         },
     }
     text = json.dumps(config, indent=2, allow_nan=False)
-    path = os.fspath(path)
+    return _write_files(os.fspath(path), data, text.encode(), overwrite)
+
+
+def _write_files(path, weights, config, overwrite):
+    """Write the weights and config files (bytes) to the folder ``path``."""
     if COMPOSITION_FILE in refuse_saved_model(path, overwrite):
         clear_saved_model(path)
     os.makedirs(path, exist_ok=True)
     # Weights first, config last: a save interrupted half-way leaves a config
     # whose SHA-256 does not match, and load refuses it.
-    for file_name, content in ((WEIGHTS_FILE, data), (CONFIG_FILE, text.encode())):
+    for file_name, content in ((WEIGHTS_FILE, weights), (CONFIG_FILE, config)):
         target = os.path.join(path, file_name)
         with open(target + ".tmp", "wb") as handle:
             handle.write(content)
@@ -515,7 +529,8 @@ def _read_weights(path, config):
 
 
 def _check_fitted(fitted, schema):
-    """Decode and check the JSON fitted attributes."""
+    """Decode and check the JSON fitted attributes (name -> value)."""
+    fitted = {_ATTRIBUTE_NAMES.get(name, name): value for name, value in fitted.items()}
     unknown = set(fitted) - set(schema.required) - set(_FITTED_OPTIONAL)
     if unknown:
         raise _corrupt(f"unknown fitted attributes {sorted(unknown)}")
@@ -684,8 +699,6 @@ def load(path, device=None, *, trusted=None):
     safe in the sense that no code from them runs: at worst the model computes
     something other than the original.
     """
-    from ._base import resolve_device
-
     path = os.fspath(path)
     if os.path.exists(os.path.join(path, COMPOSITION_FILE)):
         return load_composition(path, device=device, trusted=trusted)

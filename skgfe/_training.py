@@ -185,12 +185,17 @@ def run_epochs(
 
     Parameters
     ----------
-    estimator : BaseDecoderTransformer
+    estimator : TorchEstimatorMixin
         Provides ``_modules()``, ``_optimizer``, ``_make_optimizer()``,
+        ``_effective_batch_size(n_samples)``,
         ``_batch_loss(X_batch, generator, rows=rows)`` returning
-        ``(mean loss tensor, info dict)``, ``_validation_loss(X)`` and
-        ``_training_loss(X)``; optionally ``_clip_gradients()``, called between
-        the backward pass and the optimiser step. Its ``loss_curve_``,
+        ``(mean loss tensor, info dict)``, ``_validation_loss(X)``,
+        ``_training_loss(X)``, the parameters ``weight_averaging``, ``tol``,
+        ``n_iter_no_change`` and ``verbose``, and the hooks
+        ``_reference_training_loss(X_train)`` and ``_clip_gradients()``
+        (called between the backward pass and the optimiser step), which
+        :class:`~skgfe._torch_estimator.TorchEstimatorMixin` declares with
+        defaults. Its ``loss_curve_``,
         ``validation_scores_``, ``best_loss_``, ``best_validation_score_``,
         ``n_iter_``, ``t_`` and ``_no_improvement_count`` are updated in place.
     X_train : torch.Tensor of shape (n_samples, ...)
@@ -215,38 +220,265 @@ def run_epochs(
     -------
     TrainingOutcome
     """
-    est = estimator
-    modules = est._modules()
-    n_samples = X_train.shape[0]
-    batch_size = est._effective_batch_size(n_samples)
-    check_every = epochs_per_check(n_samples, batch_size)
-    bar = _progress_bar(n_epochs, est.verbose)
-    outcome = TrainingOutcome()
-    start_state = _snapshot(modules)
-    best_state = start_state
-    decay = getattr(est, "weight_averaging", 0.0)
-    average = WeightAverage(modules, decay) if keep_best and decay > 0 else None
-    measured_modules = modules if average is None else average.averaged_modules
-    since_check = []
-    # The plateau test compares each check with the best *trained* check, not
-    # with the start: Adam's first steps move a decoder started at an optimum
-    # (GFE's PCA start) away from it, and training must be allowed to come back
-    # and pass it for as long as it keeps improving.
-    trained_best = np.inf
-    # Checks whose epochs fit the training data worse than this are no candidates.
-    training_bound = np.inf
+    loop = _EpochLoop(
+        estimator, X_train, X_val, n_epochs, generator, keep_best, callback_ctx
+    )
+    return loop.run()
 
-    def measured_copies():
-        # A callback's fitted estimator holds the weights the checks measure.
-        with nullcontext() if average is None else average.applied():
-            return _fitted_modules(est)
 
-    def diverge(value, what):
-        _restore(modules, best_state)
+class _Diverged(Exception):
+    """A loss turned non-finite: the loop stops (see :meth:`_EpochLoop.diverge`)."""
+
+    def __init__(self, value, what):
+        super().__init__(f"{what} became {value}")
+        self.value = value
+        self.what = what
+
+
+class _EpochLoop:
+    """One call of :func:`run_epochs`: its state and its named steps.
+
+    :meth:`run` measures the starting weights, then runs epochs
+    (:meth:`run_single_epoch`: the minibatch steps, :meth:`check_progress`,
+    :meth:`report_epoch`, :meth:`stop_requested`) until the budget, a plateau
+    or a callback ends training, a loss diverges (:meth:`diverge`) or the user
+    interrupts it (:meth:`interrupted`); the best measured weights are kept.
+    """
+
+    def __init__(
+        self, estimator, X_train, X_val, n_epochs, generator, keep_best, callback_ctx
+    ):
+        self.est = estimator
+        self.X_train = X_train
+        self.X_val = X_val
+        self.n_epochs = n_epochs
+        self.generator = generator
+        self.keep_best = keep_best
+        self.callback_ctx = callback_ctx
+        self.modules = estimator._modules()
+        self.n_samples = X_train.shape[0]
+        self.batch_size = estimator._effective_batch_size(self.n_samples)
+        self.check_every = epochs_per_check(self.n_samples, self.batch_size)
+        self.bar = _progress_bar(n_epochs, estimator.verbose)
+        self.outcome = TrainingOutcome()
+        self.start_state = _snapshot(self.modules)
+        self.best_state = self.start_state
+        decay = estimator.weight_averaging
+        self.average = (
+            WeightAverage(self.modules, decay) if keep_best and decay > 0 else None
+        )
+        self.measured_modules = (
+            self.modules if self.average is None else self.average.averaged_modules
+        )
+        # Epoch losses since the last check.
+        self.since_check = []
+        # The plateau test compares each check with the best *trained* check, not
+        # with the start: Adam's first steps move a decoder started at an optimum
+        # (GFE's PCA start) away from it, and training must be allowed to come
+        # back and pass it for as long as it keeps improving.
+        self.trained_best = np.inf
+        # Checks whose epochs fit the training data worse than this are no
+        # candidates.
+        self.training_bound = np.inf
+
+    def run(self):
+        """Train, and return the :class:`TrainingOutcome`."""
+        try:
+            try:
+                if self.keep_best:
+                    self.measure_start()
+                for epoch in range(self.n_epochs):
+                    if self.run_single_epoch(last=epoch == self.n_epochs - 1):
+                        break
+            except _Diverged as divergence:
+                return self.diverge(divergence.value, divergence.what)
+        except KeyboardInterrupt:
+            self.interrupted()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        if self.keep_best:
+            _restore(self.modules, self.best_state)
+            self.outcome.kept_start = self.best_state is self.start_state
+        return self.outcome
+
+    def measure_start(self):
+        """Measure the starting weights: the first candidate, and the reference."""
+        est = self.est
+        try:
+            best = _monitored_loss(est, self.X_train, self.X_val)
+        except FloatingPointError:
+            best = float("nan")
+        if not np.isfinite(best):
+            raise FloatingPointError(
+                f"The loss of the starting weights is {best}: the decoder weights "
+                "or the data contain NaN or infinity."
+            )
+        if self.X_val is None:
+            est.best_loss_ = best
+            return
+        est.best_validation_score_ = -best
+        reference = est._reference_training_loss(self.X_train)
+        if reference is not None:
+            self.training_bound = reference
+
+    def run_single_epoch(self, last):
+        """One pass over the training samples, then the check, the report and the
+        callbacks (a check also after the ``last`` epoch). True: stop training."""
+        est = self.est
+        start = time.perf_counter()
+        epoch_ctx = None
+        if self.callback_ctx is not None:
+            epoch_ctx = self.callback_ctx.subcontext(task_name="epoch")
+            epoch_ctx.call_on_fit_task_begin(estimator=est)
+        epoch_loss, infos = self.train_epoch()
+        est.n_iter_ += 1
+        est.loss_curve_.append(epoch_loss)
+        self.since_check.append(epoch_loss)
+        checked = len(self.since_check) >= self.check_every or last
+        if checked:
+            self.check_progress()
+        self.report_epoch(epoch_loss, checked, infos, time.perf_counter() - start)
+        return self.stop_requested(epoch_ctx, epoch_loss)
+
+    def train_epoch(self):
+        """The minibatch steps of one epoch: its mean loss and the steps' infos."""
+        order = torch.randperm(self.n_samples, generator=self.generator)
+        order = order.to(self.X_train.device)
+        total, infos = 0.0, []
+        for begin in range(0, self.n_samples, self.batch_size):
+            rows = order[begin : begin + self.batch_size]
+            X_batch = self.X_train[rows]
+            loss, info = self.train_step(X_batch, rows)
+            total += loss * X_batch.shape[0]
+            infos.append(info)
+            self.est.t_ += X_batch.shape[0]
+        return total / self.n_samples, infos
+
+    def train_step(self, X_batch, rows):
+        """One optimiser step on a minibatch: its loss (a float) and info."""
+        est = self.est
+        est._optimizer.zero_grad()
+        try:
+            loss, info = est._batch_loss(X_batch, self.generator, rows=rows)
+        except FloatingPointError:
+            raise _Diverged("not finite", "The training loss") from None
+        if not torch.isfinite(loss):
+            raise _Diverged(loss.item(), "The training loss")
+        loss.backward()
+        est._clip_gradients()
+        est._optimizer.step()
+        if self.average is not None:
+            self.average.update()
+        return loss.item(), info
+
+    def check_progress(self):
+        """Measure the weights, keep them if best, count a check without progress."""
+        est = self.est
+        if self.keep_best:
+            monitored = self.measure()
+        else:
+            monitored = float(np.mean(self.since_check))
+        if self.X_val is not None:
+            est.validation_scores_.append(-monitored)
+        best = self.best_so_far()
+        candidate = monitored
+        if np.mean(self.since_check) > self.training_bound:
+            candidate = max(monitored, best)
+        self.since_check = []
+        if self.keep_best and candidate < best:
+            self.best_state = _snapshot(self.measured_modules)
+            self.outcome.best_epoch = est.n_iter_
+        self.count_progress(monitored, best)
+        self.trained_best = min(self.trained_best, monitored)
+        if self.X_val is not None:
+            est.best_validation_score_ = -min(candidate, best)
+        else:
+            est.best_loss_ = min(monitored, best)
+
+    def measure(self):
+        """The monitored loss of the weights the checks measure (and keep)."""
+        with self.measured_weights():
+            try:
+                monitored = _monitored_loss(self.est, self.X_train, self.X_val)
+            except FloatingPointError:
+                monitored = float("nan")
+        if not np.isfinite(monitored):
+            what = "validation" if self.X_val is not None else "training"
+            raise _Diverged(monitored, f"The {what} loss")
+        return monitored
+
+    def best_so_far(self):
+        """The lowest monitored loss of the kept candidates, before this check."""
+        if self.X_val is None:
+            return self.est.best_loss_
+        best_score = self.est.best_validation_score_
+        return np.inf if best_score is None else -best_score
+
+    def count_progress(self, monitored, best):
+        """The plateau test: reset or raise ``_no_improvement_count``."""
+        est = self.est
+        progress_best = self.trained_best if self.keep_best else best
+        if monitored < progress_best - est.tol * abs(progress_best) or not (
+            np.isfinite(progress_best)
+        ):
+            est._no_improvement_count = 0
+        else:
+            est._no_improvement_count += 1
+
+    def report_epoch(self, epoch_loss, checked, infos, seconds):
+        """With ``verbose``: one line per epoch (and the progress bar)."""
+        est = self.est
+        if not est.verbose:
+            return
+        line = f"Iteration {est.n_iter_}, loss = {epoch_loss:.8f}"
+        if self.X_val is not None and checked:
+            line += f", validation score = {est.validation_scores_[-1]:.8f}"
+        for key in infos[0] if infos else ():
+            line += f", {key} = {np.mean([i[key] for i in infos]):.4g}"
+        line += f", time = {seconds:.2f}s"
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{epoch_loss:.5g}")
+            self.bar.write(line)
+        else:
+            print(line)
+
+    def stop_requested(self, epoch_ctx, epoch_loss):
+        """End the epoch's callback task; True when a callback or a plateau stops."""
+        est = self.est
+        if epoch_ctx is not None and epoch_ctx.call_on_fit_task_end(
+            estimator=est,
+            metadata={"loss": epoch_loss},
+            reconstruction_attributes=self.measured_copies,
+        ):
+            return self.stop_early("callback")
+        if est._no_improvement_count >= est.n_iter_no_change:
+            return self.stop_early("plateau")
+        return False
+
+    def stop_early(self, reason):
+        self.outcome.stopped_early = True
+        self.outcome.reason = reason
+        return True
+
+    def measured_weights(self):
+        """A context in which the modules hold the weights the checks measure."""
+        return nullcontext() if self.average is None else self.average.applied()
+
+    def measured_copies(self):
+        """A callback's fitted estimator: copies of the measured modules."""
+        with self.measured_weights():
+            return _fitted_modules(self.est)
+
+    def diverge(self, value, what):
+        """Stop on a non-finite loss: restore the best weights, reset the optimiser."""
+        est = self.est
+        _restore(self.modules, self.best_state)
         est._optimizer = est._make_optimizer()
         restored = (
             "the weights it started from were restored"
-            if best_state is start_state
+            if self.best_state is self.start_state
             else "the best weights measured so far were restored"
         )
         warn_user(
@@ -254,146 +486,22 @@ def run_epochs(
             f"and {restored}. Lower learning_rate_init or scale the data.",
             ConvergenceWarning,
         )
-        outcome.diverged = True
-        outcome.reason = "diverged"
-        outcome.kept_start = best_state is start_state
-        return outcome
+        self.outcome.diverged = True
+        self.outcome.reason = "diverged"
+        self.outcome.kept_start = self.best_state is self.start_state
+        return self.outcome
 
-    try:
-        if keep_best:
-            try:
-                best = _monitored_loss(est, X_train, X_val)
-            except FloatingPointError:
-                best = float("nan")
-            if not np.isfinite(best):
-                raise FloatingPointError(
-                    f"The loss of the starting weights is {best}: the decoder weights "
-                    "or the data contain NaN or infinity."
-                )
-            if X_val is not None:
-                est.best_validation_score_ = -best
-                reference = getattr(est, "_reference_training_loss", lambda X: None)
-                reference = reference(X_train)
-                if reference is not None:
-                    training_bound = reference
-            else:
-                est.best_loss_ = best
-        for epoch in range(n_epochs):
-            start = time.perf_counter()
-            epoch_ctx = None
-            if callback_ctx is not None:
-                epoch_ctx = callback_ctx.subcontext(task_name="epoch")
-                epoch_ctx.call_on_fit_task_begin(estimator=est)
-            order = torch.randperm(n_samples, generator=generator).to(X_train.device)
-            total, infos = 0.0, []
-            for begin in range(0, n_samples, batch_size):
-                rows = order[begin : begin + batch_size]
-                X_batch = X_train[rows]
-                est._optimizer.zero_grad()
-                try:
-                    loss, info = est._batch_loss(X_batch, generator, rows=rows)
-                except FloatingPointError:
-                    return diverge("not finite", "The training loss")
-                if not torch.isfinite(loss):
-                    return diverge(loss.item(), "The training loss")
-                loss.backward()
-                clip_gradients = getattr(est, "_clip_gradients", None)
-                if clip_gradients is not None:
-                    clip_gradients()
-                est._optimizer.step()
-                if average is not None:
-                    average.update()
-                total += loss.item() * X_batch.shape[0]
-                infos.append(info)
-                est.t_ += X_batch.shape[0]
-            est.n_iter_ += 1
-            epoch_loss = total / n_samples
-            est.loss_curve_.append(epoch_loss)
-            since_check.append(epoch_loss)
-
-            checked = len(since_check) >= check_every or epoch == n_epochs - 1
-            if checked:
-                if keep_best:
-                    with nullcontext() if average is None else average.applied():
-                        try:
-                            monitored = _monitored_loss(est, X_train, X_val)
-                        except FloatingPointError:
-                            monitored = float("nan")
-                    if not np.isfinite(monitored):
-                        what = (
-                            "The validation loss"
-                            if X_val is not None
-                            else ("The training loss")
-                        )
-                        return diverge(monitored, what)
-                else:
-                    monitored = float(np.mean(since_check))
-                if X_val is not None:
-                    est.validation_scores_.append(-monitored)
-                    best_score = est.best_validation_score_
-                    best = np.inf if best_score is None else -best_score
-                else:
-                    best = est.best_loss_
-                candidate = monitored
-                if np.mean(since_check) > training_bound:
-                    candidate = max(monitored, best)
-                since_check = []
-                if keep_best and candidate < best:
-                    best_state = _snapshot(measured_modules)
-                    outcome.best_epoch = est.n_iter_
-                progress_best = trained_best if keep_best else best
-                if monitored < progress_best - est.tol * abs(progress_best) or not (
-                    np.isfinite(progress_best)
-                ):
-                    est._no_improvement_count = 0
-                else:
-                    est._no_improvement_count += 1
-                trained_best = min(trained_best, monitored)
-                if X_val is not None:
-                    est.best_validation_score_ = -min(candidate, best)
-                else:
-                    est.best_loss_ = min(monitored, best)
-
-            seconds = time.perf_counter() - start
-            if est.verbose:
-                line = f"Iteration {est.n_iter_}, loss = {epoch_loss:.8f}"
-                if X_val is not None and checked:
-                    line += f", validation score = {est.validation_scores_[-1]:.8f}"
-                for key in infos[0] if infos else ():
-                    line += f", {key} = {np.mean([i[key] for i in infos]):.4g}"
-                line += f", time = {seconds:.2f}s"
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{epoch_loss:.5g}")
-                    bar.write(line)
-                else:
-                    print(line)
-
-            if epoch_ctx is not None and epoch_ctx.call_on_fit_task_end(
-                estimator=est,
-                metadata={"loss": epoch_loss},
-                reconstruction_attributes=measured_copies,
-            ):
-                outcome.stopped_early = True
-                outcome.reason = "callback"
-                break
-            if est._no_improvement_count >= est.n_iter_no_change:
-                outcome.stopped_early = True
-                outcome.reason = "plateau"
-                break
-    except KeyboardInterrupt:
-        outcome.reason = "interrupted"
-        kept = "best weights measured so far" if keep_best else "weights reached so far"
+    def interrupted(self):
+        """The user interrupted training: keep what was reached, say so."""
+        self.outcome.reason = "interrupted"
+        kept = (
+            "best weights measured so far"
+            if self.keep_best
+            else "weights reached so far"
+        )
         warn_user(
-            f"Training interrupted after {est.n_iter_} epochs; the model keeps the "
-            f"{kept} and can be used, or trained further with partial_fit or "
+            f"Training interrupted after {self.est.n_iter_} epochs; the model keeps "
+            f"the {kept} and can be used, or trained further with partial_fit or "
             "warm_start=True.",
             UserWarning,
         )
-    finally:
-        if bar is not None:
-            bar.close()
-    if keep_best:
-        _restore(modules, best_state)
-        outcome.kept_start = best_state is start_state
-    return outcome

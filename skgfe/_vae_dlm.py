@@ -6,6 +6,7 @@ through a latent manifold that moves with ``t`` under a steady geometric flow.
 """
 
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,24 +20,22 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._autoencoders import _standard_normal, gaussian_kl
-from ._base import (
-    CHUNK_ROWS,
-    TRAINING_PARAMETER_CONSTRAINTS,
-    CallbackSupportMixin,
-    TorchEstimatorMixin,
-)
 from ._geometry import DERIVATIVE_MODES, geometry_terms
 from ._networks import (
     ACTIVATIONS,
-    ARCHITECTURES,
     _affine,
     _linear,
     _pad_to_blocks,
     _unpad,
-    make_mlp,
     reset_linear,
 )
-from ._training import run_epochs
+from ._torch_estimator import (
+    CHUNK_ROWS,
+    NETWORK_PARAMETER_CONSTRAINTS,
+    TRAINING_PARAMETER_CONSTRAINTS,
+    TorchEstimatorMixin,
+    centre_and_scale,
+)
 from ._warnings import warn_user
 
 GEOMETRIES = ("steady_flow",)
@@ -82,9 +81,21 @@ class _PosteriorNetwork(torch.nn.Module):
         )
 
 
+class _TrainingRows(NamedTuple):
+    """A training call's data; the training loop addresses its rows by index."""
+
+    # Scaled initial conditions, one per trajectory.
+    U0: torch.Tensor
+    # The trajectory of each row.
+    trajectory: torch.Tensor
+    # The normalised time of each row.
+    t: torch.Tensor
+    # The scaled solution of each row.
+    y: torch.Tensor
+
+
 class VAEDLMRegressor(
     TorchEstimatorMixin,
-    CallbackSupportMixin,
     MultiOutputMixin,
     RegressorMixin,
     BaseEstimator,
@@ -295,6 +306,10 @@ default='gelu'
         Mean squared prediction error on the training rows of the kept weights,
         when ``early_stopping`` is False; inf otherwise.
 
+    kept_start_ : bool
+        Whether ``fit`` kept the weights it started from because no trained
+        weights measured better.
+
     n_iter_ : int
         Number of epochs run.
 
@@ -356,14 +371,8 @@ default='gelu'
     """
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "hidden_layer_sizes": [
-            "array-like",
-            Interval(Integral, 1, None, closed="left"),
-        ],
-        "activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
+        **NETWORK_PARAMETER_CONSTRAINTS,
         "encoder_activation": [StrOptions(set(ACTIVATIONS) - {"sigmoid"})],
-        "architecture": [StrOptions(set(ARCHITECTURES))],
         "geometry": [StrOptions(set(GEOMETRIES)), None],
         "kl_weight": [Interval(Real, 0, None, closed="left")],
         "metric_weight": [Interval(Real, 0, None, closed="left")],
@@ -373,7 +382,6 @@ default='gelu'
         "relaxation_rate": [Interval(Real, 0, None, closed="left")],
         "derivative_mode": [StrOptions(set(DERIVATIVE_MODES))],
         "n_posterior_samples": [Interval(Integral, 1, 2, closed="both")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "clip_grad_value": [Interval(Real, 0, None, closed="neither"), None],
         **TRAINING_PARAMETER_CONSTRAINTS,
@@ -441,44 +449,15 @@ default='gelu'
         self.device = device
 
     # ------------------------------------------------------------ parameters
-    def _hidden_sizes(self):
-        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
-        if (
-            sizes.ndim != 1
-            or len(sizes) == 0
-            or not all(
-                isinstance(s, Integral) and not isinstance(s, bool) and s > 0
-                for s in sizes
-            )
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a non-empty sequence of positive "
-                f"integers, got {self.hidden_layer_sizes!r}."
-            )
-        sizes = tuple(int(s) for s in sizes)
-        if self.architecture == "modified_mlp" and (
-            len(set(sizes)) > 1 or len(sizes) < 2
-        ):
-            raise ValueError(
-                "architecture='modified_mlp' needs at least two hidden layers of "
-                "equal width (its first hidden layer is plain and its two gates "
-                f"feed the others), got hidden_layer_sizes={sizes}."
-            )
-        return sizes
-
     def _architecture(self):
-        """Parameters that shape the networks; fixed once they are built."""
         return {
-            "n_components": self.n_components,
-            "hidden_layer_sizes": self._hidden_sizes(),
-            "activation": self.activation,
+            **super()._architecture(),
             "encoder_activation": self.encoder_activation,
-            "architecture": self.architecture,
             "geometry": self.geometry,
         }
 
     def _check_params(self):
-        self._hidden_sizes()
+        super()._check_params()
         if self.geometry is not None and self.activation == "relu":
             warn_user(
                 "activation='relu' makes the pull-back metric of the manifold "
@@ -488,19 +467,6 @@ default='gelu'
             )
 
     # -------------------------------------------------------------- networks
-    def _network(self, n_inputs, n_outputs, activation, generator, dtype, device):
-        return make_mlp(
-            n_inputs,
-            self._hidden_sizes(),
-            n_outputs,
-            activation,
-            architecture=self.architecture,
-            generator=generator,
-            dtype=dtype,
-            device=device,
-            **self._block_options(),
-        )
-
     def _block_options(self):
         # The author's modified MLP leaves its first hidden layer ungated.
         if self.architecture == "modified_mlp":
@@ -509,27 +475,25 @@ default='gelu'
 
     def _build_modules(self, n_inputs, n_outputs, generator, dtype, device):
         d = self.n_components
-        width = self._hidden_sizes()[-1]
-        trunk = self._network(
-            n_inputs, 2 * width, self.encoder_activation, generator, dtype, device
-        )
+        hidden = self._hidden_sizes()
+
+        def network(n_in, n_out, activation):
+            return self._make_network(
+                n_in, hidden, n_out, generator, dtype, device, activation=activation
+            )
+
+        trunk = network(n_inputs, 2 * hidden[-1], self.encoder_activation)
         self.encoder_ = _PosteriorNetwork(
-            trunk, width, d, self.encoder_activation, dtype, device
+            trunk, hidden[-1], d, self.encoder_activation, dtype, device
         )
         self.encoder_.reset_heads(generator)
-        self.manifold_ = self._network(
-            d + 1, d + 1, self.activation, generator, dtype, device
-        )
-        self.decoder_ = self._network(
-            d + 1, n_outputs, self.activation, generator, dtype, device
-        )
+        self.manifold_ = network(d + 1, d + 1, self.activation)
+        self.decoder_ = network(d + 1, n_outputs, self.activation)
         if self.geometry is None:
             self.metric_ = self.operator_ = None
         else:
-            self.metric_ = self._network(d + 1, d * d, "gelu", generator, dtype, device)
-            self.operator_ = self._network(
-                d + 1, d * d, "gelu", generator, dtype, device
-            )
+            self.metric_ = network(d + 1, d * d, "gelu")
+            self.operator_ = network(d + 1, d * d, "gelu")
 
     def _modules(self):
         modules = [self.encoder_, self.manifold_, self.decoder_]
@@ -544,20 +508,13 @@ default='gelu'
                 self.clip_grad_value,
             )
 
-    def _effective_batch_size(self, n_rows):
-        return min(self.batch_size, n_rows)
-
     # --------------------------------------------------------------- scaling
-    def _fit_scaling(self, U0, t, y):
-        def centre_and_scale(values):
-            mean = values.mean(axis=0)
-            scale = float(np.sqrt(values.var(axis=0).mean()))
-            return mean, (scale if np.isfinite(scale) and scale > 0 else 1.0)
-
-        self.x_mean_, self.x_scale_ = centre_and_scale(U0)
+    def _fit_scaling(self, X, y):
+        """Scale the initial conditions and the solutions; map the times on [0, 1]."""
+        self.x_mean_, self.x_scale_ = centre_and_scale(X[:, :-1])
         self.y_mean_, self.y_scale_ = centre_and_scale(y)
-        self.t_min_ = float(t.min())
-        span = float(t.max()) - self.t_min_
+        self.t_min_ = float(X[:, -1].min())
+        span = float(X[:, -1].max()) - self.t_min_
         self.t_scale_ = span if np.isfinite(span) and span > 0 else 1.0
 
     _dtype = COMPUTE_DTYPE
@@ -577,9 +534,10 @@ default='gelu'
         return self.decoder_(self.manifold_(torch.cat([mean, t[:, None]], dim=1)))
 
     def _batch_loss(self, X_batch, generator, rows=None):
-        # X_batch holds indices of training rows (see _begin_training).
-        U0 = self._U0[self._trajectory[X_batch]]
-        t, y = self._t[X_batch], self._y[X_batch]
+        # X_batch holds indices of training rows (see _training_data).
+        data = self._training_rows
+        U0 = data.U0[data.trajectory[X_batch]]
+        t, y = data.t[X_batch], data.y[X_batch]
         mean, log_var = self.encoder_(U0)
         std = torch.exp(0.5 * log_var)
         u_rec = mean + std * _standard_normal(mean.shape, generator, mean)
@@ -618,13 +576,14 @@ default='gelu'
 
     def _prediction_error(self, rows):
         """Mean squared error (scaled) of the posterior-mean prediction of rows."""
+        data = self._training_rows
         total = 0.0
         with torch.no_grad():
             for begin in range(0, len(rows), CHUNK_ROWS):
                 chunk = rows[begin : begin + CHUNK_ROWS]
-                U0 = self._U0[self._trajectory[chunk]]
-                output = self._predict_scaled(U0, self._t[chunk])
-                total += ((output - self._y[chunk]) ** 2).mean(dim=1).sum().item()
+                U0 = data.U0[data.trajectory[chunk]]
+                output = self._predict_scaled(U0, data.t[chunk])
+                total += ((output - data.y[chunk]) ** 2).mean(dim=1).sum().item()
         return total / len(rows)
 
     # run_epochs measures progress with these: the prediction error, the quantity
@@ -633,41 +592,7 @@ default='gelu'
     _training_loss = _prediction_error
 
     # -------------------------------------------------------------- training
-    def _begin_training(self, U0, trajectory, t, y):
-        self._U0, self._trajectory, self._t, self._y = U0, trajectory, t, y
-
-    def _end_training(self):
-        for name in ("_U0", "_trajectory", "_t", "_y"):
-            self.__dict__.pop(name, None)
-
-    def _initialize(self, n_inputs, n_outputs, generator):
-        self.n_components_ = self.n_components
-        self._fitted_architecture = self._architecture()
-        self._build_modules(n_inputs, n_outputs, generator, self._dtype, self._device())
-        # Fixed once, so that every fit of this model (warm starts included)
-        # holds out the same trajectories, whatever random_state is.
-        self._validation_seed = int(torch.randint(2**62, (1,), generator=generator))
-        self._optimizer = self._make_optimizer()
-        self.loss_curve_ = []
-        self.best_loss_ = np.inf
-        self.validation_scores_ = [] if self.early_stopping else None
-        self.best_validation_score_ = None
-        self.n_iter_ = 0
-        self.t_ = 0
-
-    def _can_continue(self):
-        if not (self.warm_start and hasattr(self, "decoder_")):
-            return False
-        if self._fitted_architecture == self._architecture():
-            return True
-        warn_user(
-            "warm_start=True cannot reuse the fitted networks after changing "
-            "their shape or kind: the model is trained from scratch.",
-            UserWarning,
-        )
-        return False
-
-    def _validate_training_data(self, X, y, reset):
+    def _validate_training_data(self, X, y, reset, incremental):
         X, y = validate_data(
             self,
             X,
@@ -681,7 +606,54 @@ default='gelu'
         y = np.asarray(y, dtype=X.dtype)
         if not np.all(np.isfinite(y)):
             raise ValueError("Input y contains NaN or infinity.")
-        return X, y
+        self._y_ndim = y.ndim
+        Y = y.reshape(len(y), -1)
+        if not reset and Y.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {Y.shape[1]} outputs, but the fitted model predicts "
+                f"{self.n_outputs_}; call fit with warm_start=False to start anew."
+            )
+        return X, Y
+
+    def _record_data_format(self, X, y):
+        self.n_outputs_ = y.shape[1]
+
+    def _module_sizes(self, X, y):
+        return (X.shape[1] - 1, y.shape[1])
+
+    def _draw_model_seeds(self, generator):
+        # Fixed once, so that every fit of this model (warm starts included)
+        # holds out the same trajectories, whatever random_state is.
+        self._validation_seed = int(torch.randint(2**62, (1,), generator=generator))
+
+    def _training_data(self, X, y, generator, new_model, incremental):
+        """Indices of the training and held-out rows (whole trajectories).
+
+        The scaled rows they index are kept for this call as
+        ``_training_rows``, with each trajectory's initial condition stored once.
+        """
+        initial, trajectory = np.unique(X[:, :-1], axis=0, return_inverse=True)
+        device = self._device()
+        trajectory = torch.as_tensor(trajectory.reshape(-1), device=device)
+        rows = torch.arange(len(X), device=device)
+        train_rows, val_rows = rows, None
+        n_trajectories = len(initial)
+        n_val = max(1, int(round(self.validation_fraction * n_trajectories)))
+        if self.early_stopping and n_trajectories > n_val:
+            split = torch.Generator().manual_seed(self._validation_seed)
+            held_out = torch.randperm(n_trajectories, generator=split)[:n_val]
+            is_val = torch.isin(trajectory, held_out.to(device))
+            train_rows, val_rows = rows[~is_val], rows[is_val]
+        self._training_rows = _TrainingRows(
+            U0=self._tensor((initial - self.x_mean_) / self.x_scale_),
+            trajectory=trajectory,
+            t=self._tensor((X[:, -1] - self.t_min_) / self.t_scale_),
+            y=self._tensor((y - self.y_mean_) / self.y_scale_),
+        )
+        return train_rows, val_rows
+
+    def _end_training(self):
+        self.__dict__.pop("_training_rows", None)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -701,70 +673,9 @@ default='gelu'
             Fitted estimator.
         """
         self._check_params()
-        continuing = self._can_continue()
-        X, y = self._validate_training_data(X, y, reset=not continuing)
-        self._y_ndim = y.ndim
-        Y = y.reshape(len(y), -1)
-        if continuing and Y.shape[1] != self.n_outputs_:
-            raise ValueError(
-                f"y has {Y.shape[1]} outputs, but the fitted model predicts "
-                f"{self.n_outputs_}; call fit with warm_start=False to start anew."
-            )
-        generator = self._torch_generator()
-        if not continuing:
-            self.n_outputs_ = Y.shape[1]
-            self._fit_scaling(X[:, :-1], X[:, -1], Y)
-            self._initialize(X.shape[1] - 1, Y.shape[1], generator)
-        else:
-            self._resume_training()
-        self._no_improvement_count = 0
-
-        initial, trajectory = np.unique(X[:, :-1], axis=0, return_inverse=True)
-        trajectory = trajectory.reshape(-1)
-        device = self._device()
-        U0 = self._tensor((initial - self.x_mean_) / self.x_scale_)
-        t = self._tensor((X[:, -1] - self.t_min_) / self.t_scale_)
-        Y_t = self._tensor((Y - self.y_mean_) / self.y_scale_)
-        trajectory_t = torch.as_tensor(trajectory, device=device)
-        rows = torch.arange(len(X), device=device)
-        train_rows, val_rows = rows, None
-        n_trajectories = len(initial)
-        n_val = max(1, int(round(self.validation_fraction * n_trajectories)))
-        if self.early_stopping and n_trajectories > n_val:
-            split = torch.Generator().manual_seed(self._validation_seed)
-            held_out = torch.randperm(n_trajectories, generator=split)[:n_val]
-            is_val = torch.isin(trajectory_t, held_out.to(device))
-            train_rows, val_rows = rows[~is_val], rows[is_val]
-
-        callback_ctx = self._init_callback_context(max_subtasks=self.max_iter)
-        if callback_ctx is not None:
-            callback_ctx.call_on_fit_task_begin(estimator=self, X=X, y=y)
-        self._begin_training(U0, trajectory_t, t, Y_t)
-        try:
-            outcome = run_epochs(
-                self,
-                train_rows,
-                val_rows,
-                self.max_iter,
-                generator,
-                callback_ctx=callback_ctx,
-            )
-        finally:
-            self._end_training()
-        if callback_ctx is not None:
-            callback_ctx.call_on_fit_task_end(
-                estimator=self, X=X, y=y, reconstruction_attributes={}
-            )
-        self._warn_if_max_iter_reached(outcome)
-        return self
+        return self._fit(X, y, self.max_iter, incremental=False)
 
     # ------------------------------------------------------------- inference
-    def _check_ready(self, X):
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        self._ensure_on_device()
-        return X
-
     def predict(self, X):
         """Predict the solution ``u(., t)`` of each row ``[u0 | t]``.
 

@@ -274,7 +274,8 @@ def test_all_estimators_share_the_decoder(data):
 def test_autoencoders_start_from_gfe_initial_decoder(data, monkeypatch):
     # A fair comparison: with one random_state, all three start from the very same
     # decoder weights (training is skipped to look at the initialisation).
-    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
+    # fit runs run_epochs from skgfe._torch_estimator (was _base, issue 21).
+    monkeypatch.setattr("skgfe._torch_estimator.run_epochs", skip_training)
     X = data[0][:40]
     decoders = [
         cls(n_components=3, hidden_layer_sizes=(8,), random_state=5, **params)
@@ -296,7 +297,8 @@ def test_pca_initialised_gfe_decoder_shares_the_random_hidden_layers(data, monke
     # With the default decoder_init ('pca' for mse) GFE's decoder gets a skip path
     # (drawn after every other layer) and a zeroed output layer; its hidden layers
     # are the very weights the autoencoders' decoders start from.
-    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
+    # fit runs run_epochs from skgfe._torch_estimator (was _base, issue 21).
+    monkeypatch.setattr("skgfe._torch_estimator.run_epochs", skip_training)
     X = data[0][:40]
     params = dict(n_components=3, hidden_layer_sizes=(8, 8), random_state=5)
     gfe = GradientFlowEncoder(**params).fit(X).decoder_

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
-from skgfe._base import resolve_device
+from skgfe._devices import resolve_device  # was in skgfe._base (issue 21)
 
 ESTIMATORS = [GradientFlowEncoder, Autoencoder, VariationalAutoencoder]
 

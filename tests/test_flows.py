@@ -269,11 +269,12 @@ def test_random_init_follows_random_state(digits_split):
             first.transform(X_test[:5]), second.transform(X_test[:5])
         )
     X_t = first._scale(first._to_tensor(X_test[:5]))
-    start = first._initial_codes(X_t)
-    torch.testing.assert_close(start, second._initial_codes(X_t), rtol=0, atol=0)
-    assert not torch.allclose(start, other._initial_codes(X_t))
+    # _flow_start_codes: the codes the flows start from (was _initial_codes).
+    start = first._flow_start_codes(X_t)
+    torch.testing.assert_close(start, second._flow_start_codes(X_t), rtol=0, atol=0)
+    assert not torch.allclose(start, other._flow_start_codes(X_t))
     restored = pickle.loads(pickle.dumps(first))
-    torch.testing.assert_close(restored._initial_codes(X_t), start, rtol=0, atol=0)
+    torch.testing.assert_close(restored._flow_start_codes(X_t), start, rtol=0, atol=0)
 
 
 # ----------------------------------------------------- diagnostics and warnings

@@ -141,7 +141,8 @@ def test_flow_lowers_loss_below_starting_code(model, digits_split, request):
     X = X_test[:50]
     Z, info = gfe.encode(X, return_info=True)
     with torch.no_grad():
-        z0 = gfe._initial_codes(gfe._scale(gfe._to_tensor(X))).numpy()
+        # _flow_start_codes: the codes the flows start from (was _initial_codes).
+        z0 = gfe._flow_start_codes(gfe._scale(gfe._to_tensor(X))).numpy()
     if model == "fitted_paper":
         assert not z0.any()
     error_at_start = np.mean((X - gfe.inverse_transform(z0)) ** 2, axis=1)

@@ -40,7 +40,8 @@ def test_untrained_decoder_is_pca(
     # Training skipped: the decoder is the PCA of all the training samples (no
     # early-stopping split), and the codes (from init='linear') are PCA's scores
     # in the estimator's internal scale, up to the sign of each axis.
-    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
+    # fit runs run_epochs from skgfe._torch_estimator (was _base, issue 21).
+    monkeypatch.setattr("skgfe._torch_estimator.run_epochs", skip_training)
     X_pool, X_test = digits_split
     X_train = X_pool[:300]
     pca = PCA(n_components=6).fit(X_train)
@@ -162,12 +163,13 @@ def test_decoder_init_pca_needs_mse():
     ],
 )
 def test_auto_settings_resolve(params, skip, init, monkeypatch):
-    monkeypatch.setattr("skgfe._base.run_epochs", skip_training)
+    # fit runs run_epochs from skgfe._torch_estimator (was _base, issue 21).
+    monkeypatch.setattr("skgfe._torch_estimator.run_epochs", skip_training)
     X = np.random.default_rng(0).random((20, 4))
     gfe = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(8,), **params)
     gfe.fit(X)
     assert (gfe.decoder_.skip is not None) == skip
-    assert gfe._init() == init
+    assert gfe._resolved_init() == init  # init resolved (was _init)
     assert np.all(np.isfinite(gfe.transform(X)))
 
 
@@ -245,13 +247,14 @@ def test_warm_start_resumes_the_training_codes(monkeypatch):
     )
     n_train = len(X) - round(0.1 * len(X))
     starts = []
-    original = GradientFlowEncoder._initial_codes
+    # _flow_start_codes: the codes the flows start from (was _initial_codes).
+    original = GradientFlowEncoder._flow_start_codes
 
     def record(self, X_scaled):
         starts.append(len(X_scaled))
         return original(self, X_scaled)
 
-    monkeypatch.setattr(GradientFlowEncoder, "_initial_codes", record)
+    monkeypatch.setattr(GradientFlowEncoder, "_flow_start_codes", record)
     fit_quietly(gfe, X)
     assert starts.count(n_train) == 1 and not gfe.kept_start_
     starts.clear()

@@ -124,7 +124,9 @@ def test_fitted_settings_survive_set_params(frames, tmp_path):
     model.set_params(n_components=5, hidden_layer_sizes=[7, 7], decoder_init="random")
     restored = load(save(model, tmp_path / "m"))
     assert restored.get_params() == model.get_params()
-    assert restored._init_seed == model._init_seed
+    # The seed of init='random' (renamed from _init_seed, issue 21; config.json
+    # still holds it as _init_seed).
+    assert restored._random_start_seed == model._random_start_seed
     assert restored._fitted_architecture == model._fitted_architecture
     np.testing.assert_array_equal(restored.transform(X_test), model.transform(X_test))
 

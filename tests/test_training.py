@@ -77,6 +77,14 @@ class ScriptedEstimator:
         # As GFE's: the starting weights' training objective.
         return self._training_loss(X_train)
 
+    # run_epochs reads these directly since issue 21 (it probed them with
+    # getattr before); TorchEstimatorMixin declares the hook with this default,
+    # and every estimator has the parameter.
+    weight_averaging = 0.0
+
+    def _clip_gradients(self):
+        pass
+
 
 def run(est, n_rows, n_epochs, X_val=None, keep_best=True):
     X = torch.zeros(n_rows, 1, dtype=torch.float64)

@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-import skgfe._base
+import skgfe._torch_estimator  # the optimiser is made there (was _base, issue 21)
 from skgfe import Autoencoder, GradientFlowEncoder
 from skgfe._flow.result import MAX_STEPS
 
@@ -158,7 +158,7 @@ def test_interrupt_while_building_the_optimiser_leaves_unfitted(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(skgfe._base, "make_optimizer", interrupted)
+    monkeypatch.setattr(skgfe._torch_estimator, "make_optimizer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X)
     with pytest.raises(NotFittedError):
@@ -173,7 +173,9 @@ def test_interrupt_at_the_first_step_keeps_a_usable_model(monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(
-        skgfe._base, "make_optimizer", lambda name, params, lr: Interrupted(params)
+        skgfe._torch_estimator,
+        "make_optimizer",
+        lambda name, params, lr: Interrupted(params),
     )
     X = curved_data()
     gfe = tiny_gfe()

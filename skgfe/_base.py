@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._losses import LOSSES
+from ._missing import check_observed_rows
 from ._torch_estimator import (
     NETWORK_PARAMETER_CONSTRAINTS,
     TRAINING_PARAMETER_CONSTRAINTS,
@@ -135,7 +136,10 @@ class BaseDecoderTransformer(
             dtype=[np.float64, np.float32],
             accept_sparse=False,
             ensure_min_samples=1,
+            ensure_all_finite="allow-nan" if self._accepts_missing else True,
         )
+        if self._accepts_missing:
+            self._check_observed(X, reset)
         self._check_range(X, self.loss if reset else self._fitted_loss)
         if (
             reset
@@ -151,12 +155,27 @@ class BaseDecoderTransformer(
             )
         return X
 
+    def _check_observed(self, X, reset):
+        """Refuse samples, and training features, that observe no entry."""
+        name = type(self).__name__
+        check_observed_rows(X, name)
+        never = np.flatnonzero(np.isnan(X).all(axis=0)) if reset else []
+        if len(never):
+            raise ValueError(
+                f"{name} needs at least one observed (non-NaN) entry of every "
+                f"feature to train on; features {never[:10].tolist()} have none. "
+                "Drop them first."
+            )
+
     @staticmethod
     def _check_range(X, loss):
-        if loss == "bce" and (X.min() < 0 or X.max() > 1):
+        if loss != "bce":
+            return
+        low, high = np.nanmin(X), np.nanmax(X)
+        if low < 0 or high > 1:
             raise ValueError(
                 "loss='bce' needs data in [0, 1] (it models each feature as a "
-                f"probability); got values in [{X.min():.4g}, {X.max():.4g}]. Rescale "
+                f"probability); got values in [{low:.4g}, {high:.4g}]. Rescale "
                 "the data (e.g. with MinMaxScaler) or use loss='mse'."
             )
 
@@ -333,8 +352,8 @@ class BaseDecoderTransformer(
         """
         if self.loss != "mse":  # 'bce' data are not scaled
             return
-        X = check_array(X, dtype=[np.float64, np.float32])
-        deviation = float(np.sqrt(np.mean((X - self.mean_) ** 2))) / self.scale_
+        X = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        deviation = float(np.sqrt(np.nanmean((X - self.mean_) ** 2))) / self.scale_
         if 0.1 <= deviation <= 10 or (deviation < 0.1 and len(X) < 10):
             return
         warn_user(
@@ -428,8 +447,10 @@ class BaseDecoderTransformer(
         """
         X = self._check_ready(X)
         X_hat = self._reconstruct(X).cpu().numpy()
+        # Over the observed entries only, for samples with missing ones.
+        mean = np.nanmean if np.isnan(X).any() else np.mean
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = -np.mean((X - X_hat) ** 2, axis=1)
+            scores = -mean((X - X_hat) ** 2, axis=1)
         self._require_finite(scores, "The score")
         return scores
 

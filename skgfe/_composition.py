@@ -33,6 +33,9 @@ SKOPS_FILE = "composition.skops"
 PARTS_FOLDER = "parts"
 FORMAT_NAME = "skgfe-composition"
 FORMAT_VERSION = 1
+# skgfe's own scikit-learn estimators that hold skgfe estimators: plain
+# parameters and fitted attributes, no code, so skops may create them.
+TRUSTED_TYPES = ["skgfe._imputer.GradientFlowImputer"]
 
 
 def _import_skops():
@@ -266,7 +269,7 @@ def load_composition(path, *, device=None, trusted=None):
     if _sha256(skops_path) != description.get("sha256"):
         raise _corrupt(f"the SHA-256 of {SKOPS_FILE} does not match the recorded one")
     untrusted = sio.get_untrusted_types(file=skops_path)
-    missing = sorted(set(untrusted) - set(trusted or ()))
+    missing = sorted(set(untrusted) - set(trusted or ()) - set(TRUSTED_TYPES))
     if missing:
         raise TypeError(
             f"The saved composition holds types that skops does not trust by "

@@ -2,12 +2,15 @@
 
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseDecoderTransformer, _fingerprint
+from ._error_bars import fit_error_model, laplace_terms
 from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
+from ._missing import iterative_pca
 from ._networks import make_mlp, set_linear_path
 from ._torch_estimator import CHUNK_ROWS
 
@@ -410,6 +413,8 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         "decoder_init": [StrOptions({"auto", "pca", "random"})],
         "warm_codes": ["boolean"],
     }
+    # Missing entries (NaN) are left out of every loss: see the user guide.
+    _accepts_missing = True
 
     def __init__(
         self,
@@ -534,7 +539,11 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # subspace isometrically: at initialisation the optimal code of a sample
         # is its PCA projection and the decoder reconstructs exactly as PCA does.
         n_axes = min(self.n_components, *X.shape)
-        _, _, vh = torch.linalg.svd(X.double(), full_matrices=False)
+        if torch.isnan(X).any():
+            # Missing entries: the axes of iterative PCA on the observed ones.
+            _, vh, _ = iterative_pca(X.double(), self.n_components)
+        else:
+            _, _, vh = torch.linalg.svd(X.double(), full_matrices=False)
         weight = X.new_zeros((X.shape[1], self.n_components))
         weight[:, :n_axes] = vh[:n_axes].T.to(X.dtype)
         set_linear_path(self.decoder_, weight)
@@ -709,7 +718,15 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         loss = self._loss_function(output, X_batch).mean()
         return loss, {"flow steps": result.n_steps.double().mean().item()}
 
-    def encode(self, X, return_info=False):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _fit_error_model(self, X_train, X_val):
+        fit_error_model(self, X_train, X_val)
+
+    def encode(self, X, return_info=False, return_std=False):
         """Encode ``X``, optionally with per-sample diagnostics of the flow.
 
         Like :meth:`transform`, it warns with a
@@ -748,7 +765,25 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             Only when ``return_info`` is True.
         """
         X = self._check_ready(X)
+        if return_std:
+            self._check_error_model()
         X_t = self._scale(self._to_tensor(X))
+        Z_t, results = self._encode_in_chunks(X_t)
+        Z = Z_t.cpu().numpy().astype(X.dtype, copy=False)
+        self._require_finite(Z, "The code")
+        info = flow_info(results)
+        self._convergence_report().warn_encoded(info)
+        out = (Z,)
+        if return_std:
+            covariance, _ = self._laplace_in_chunks(X_t, Z_t)
+            std = covariance.diagonal(dim1=1, dim2=2).sqrt()
+            out += (std.cpu().numpy().astype(X.dtype, copy=False),)
+        if return_info:
+            out += (info,)
+        return out[0] if len(out) == 1 else out
+
+    def _encode_in_chunks(self, X_t):
+        """Codes of the scaled samples ``X_t`` and the flows' results, by chunks."""
         try:
             with torch.no_grad():
                 results = [
@@ -758,11 +793,66 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         except FloatingPointError:
             self._diagnose_start(X_t)
             raise
-        Z = torch.cat([r.z for r in results]).cpu().numpy().astype(X.dtype, copy=False)
-        self._require_finite(Z, "The code")
-        info = flow_info(results)
-        self._convergence_report().warn_encoded(info)
-        return (Z, info) if return_info else Z
+        return torch.cat([r.z for r in results]), results
+
+    def _laplace_in_chunks(self, X_t, Z_t):
+        """Code covariances and output variances of the Laplace approximation."""
+        parts = [
+            laplace_terms(self, X_t[i : i + CHUNK_ROWS], Z_t[i : i + CHUNK_ROWS])
+            for i in range(0, len(X_t), CHUNK_ROWS)
+        ]
+        return tuple(torch.cat(tensors) for tensors in zip(*parts))
+
+    def _check_error_model(self):
+        if getattr(self, "noise_variance_", None) is None:
+            raise ValueError(
+                "Error bars need the noise variance and code prior that fit "
+                "estimates after training; this model was trained by partial_fit "
+                "only. Fit it with fit to get error bars."
+            )
+
+    def reconstruct(self, X, return_std=False):
+        """Encode and decode ``X``: each sample's reconstruction from its code.
+
+        Samples with missing entries (NaN) are encoded from their observed
+        entries and reconstructed in full, so this fills the missing entries
+        (see :class:`GradientFlowImputer`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples, NaN for a missing entry.
+        return_std : bool, default=False
+            Also return the predictive standard deviation of every entry: the
+            spread of a new measurement of it given the sample's observed
+            entries (the code's uncertainty pushed through the decoder, plus
+            the noise ``noise_variance_``; for ``loss='bce'`` the uncertainty
+            of the decoded probability only). See :ref:`missing`.
+
+        Returns
+        -------
+        X_hat : ndarray of shape (n_samples, n_features)
+            ``inverse_transform(transform(X))``.
+        std : ndarray of shape (n_samples, n_features)
+            Only with ``return_std``.
+        """
+        X = self._check_ready(X)
+        if return_std:
+            self._check_error_model()
+        X_t = self._scale(self._to_tensor(X))
+        Z_t, results = self._encode_in_chunks(X_t)
+        self._convergence_report().warn_encoded(flow_info(results))
+        with torch.no_grad():
+            X_hat = self._unscale(self._in_chunks(self._decode_scaled, Z_t))
+        X_hat = X_hat.cpu().numpy().astype(X.dtype, copy=False)
+        self._require_finite(X_hat, "The reconstruction")
+        if not return_std:
+            return X_hat
+        _, output_variance = self._laplace_in_chunks(X_t, Z_t)
+        variance = output_variance.double().cpu().numpy() * self.scale_**2
+        if self._fitted_loss == "mse":
+            variance = variance + self.noise_variance_
+        return X_hat, np.sqrt(variance).astype(X.dtype, copy=False)
 
     def transform(self, X):
         """Encode ``X`` by integrating each sample's flow.

@@ -149,7 +149,16 @@ _FITTED_OPTIONAL = {
     "kept_start_": lambda v: isinstance(v, bool),
     # set_output's configuration.
     "_sklearn_output_config": _str_dict,
+    # GradientFlowEncoder.fit: the noise and code prior of its error bars.
+    "noise_variance_": lambda v: _float_list(v) and all(_positive(x) for x in v),
+    "_code_covariance": lambda v: (
+        isinstance(v, list)
+        and all(_float_list(row) and len(row) == len(v) for row in v)
+    ),
 }
+# Optional attributes that are float64 arrays, kept as (nested) JSON lists:
+# Python writes floats to JSON exactly.
+_FLOAT_ARRAYS = {"noise_variance_", "_code_covariance"}
 # Fitted attributes that config.json holds under an earlier name, so that files
 # written before the rename load and files written since load in older versions.
 _SAVED_NAMES = {"_random_start_seed": "_init_seed"}
@@ -304,6 +313,8 @@ def _fitted_state(estimator, schema):
         elif name in schema.required or name in _FITTED_OPTIONAL:
             if name == "feature_names_in_":
                 value = [str(s) for s in value]
+            elif name in _FLOAT_ARRAYS:
+                value = np.asarray(value, dtype=np.float64).tolist()
             attributes[_SAVED_NAMES.get(name, name)] = _to_json(value, name)
         elif name not in known:
             unknown.append(name)
@@ -726,6 +737,13 @@ def load(path, device=None, *, trusted=None):
         raise _corrupt(f"{len(names)} feature names for n_features_in_={n_features}")
     if fitted["n_components_"] != fitted["_fitted_architecture"].get("n_components"):
         raise _corrupt("n_components_ differs from the fitted architecture's")
+    if len(fitted.get("noise_variance_", [0] * n_features)) != n_features:
+        raise _corrupt(f"noise_variance_ does not hold n_features_in_={n_features}")
+    if (
+        len(fitted.get("_code_covariance", [0] * fitted["n_components_"]))
+        != (fitted["n_components_"])
+    ):
+        raise _corrupt("the code covariance is not n_components x n_components")
     arrays = {array: length(fitted) for array, length in schema.arrays.items()}
     if min(arrays.values()) < 1:
         raise _corrupt(f"the recorded sizes {arrays} are not positive")
@@ -743,6 +761,8 @@ def load(path, device=None, *, trusted=None):
     for attr, value in fitted.items():
         if attr == "feature_names_in_":
             value = np.asarray(value, dtype=object)
+        elif attr in _FLOAT_ARRAYS:
+            value = np.asarray(value, dtype=np.float64)
         setattr(estimator, attr, value)
     estimator._optimizer = None
     with warnings.catch_warnings():

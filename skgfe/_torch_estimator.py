@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._devices import resolve_device
+from ._missing import check_observed_rows
 from ._networks import ACTIVATIONS, ARCHITECTURES, make_mlp
 from ._training import OPTIMIZERS, make_optimizer, run_epochs
 from ._warnings import warn_user
@@ -106,8 +107,13 @@ def centre_and_scale(values):
     mean : ndarray of shape (n_columns,)
     scale : float
     """
-    mean = values.mean(axis=0)
-    scale = float(np.sqrt(values.var(axis=0).mean()))
+    if np.isnan(values).any():
+        # Missing entries (NaN) are left out of each column's statistics.
+        mean = np.nanmean(values, axis=0)
+        scale = float(np.sqrt(np.nanvar(values, axis=0).mean()))
+    else:
+        mean = values.mean(axis=0)
+        scale = float(np.sqrt(values.var(axis=0).mean()))
     return mean, (scale if np.isfinite(scale) and scale > 0 else 1.0)
 
 
@@ -144,6 +150,12 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
     _MIN_HIDDEN_LAYERS = 1
 
     # ------------------------------------------------------ abstract methods
+    # Whether samples may miss entries (NaN), left out of every loss.
+    _accepts_missing = False
+
+    def _fit_error_model(self, X_train, X_val):
+        """Hook: after ``fit``, estimate what error bars need (scaled tensors)."""
+
     @abstractmethod
     def _validate_training_data(self, X, y, reset, incremental):
         """Validated ``(X, y)`` of a training call (``reset``: for a new model)."""
@@ -358,6 +370,8 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
         self._conclude_fit(
             outcome, X, y, new_model, incremental, X_val is not None, callback_ctx
         )
+        if not incremental:
+            self._fit_error_model(X_train, X_val)
         return self
 
     def _can_resume(self, incremental):
@@ -532,7 +546,10 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
             dtype=[np.float64, np.float32],
             accept_sparse=False,
             ensure_min_samples=1,
+            ensure_all_finite="allow-nan" if self._accepts_missing else True,
         )
+        if self._accepts_missing:
+            check_observed_rows(X, type(self).__name__)
         self._check_inference_input(X)
         self._ensure_on_device()
         return X

@@ -15,7 +15,12 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from skgfe import Autoencoder, GradientFlowEncoder, VariationalAutoencoder
+from skgfe import (
+    Autoencoder,
+    GradientFlowEncoder,
+    GradientFlowImputer,
+    VariationalAutoencoder,
+)
 
 
 def cheap_estimators():
@@ -73,6 +78,11 @@ def cheap_estimators():
             noise_level=0.2,
             max_iter=5,
             random_state=0,
+        ),
+        GradientFlowImputer(
+            GradientFlowEncoder(
+                n_components=2, hidden_layer_sizes=(8,), max_iter=5, random_state=0
+            )
         ),
         VariationalAutoencoder(
             n_components=2, hidden_layer_sizes=(8,), max_iter=5, random_state=0

@@ -1,0 +1,73 @@
+"""Error bars of a GradientFlowEncoder: the noise and prior behind its Laplace
+approximation, and the standard deviations of codes and reconstructions.
+
+See :mod:`skgfe._flow.uncertainty` for the approximation and the user guide's
+section on missing entries for the choices made here.
+"""
+
+import torch
+
+from ._flow.uncertainty import laplace_covariance
+
+# Relative ridge on the training codes' covariance (the prior), so that its
+# inverse exists with fewer codes than components.
+PRIOR_RIDGE = 1e-6
+
+
+def fit_error_model(estimator, X_fit, X_val):
+    """Set ``noise_variance_`` and the code prior from scaled samples.
+
+    The noise variance of each feature is the mean squared residual of the
+    held-out samples ``X_val`` (or, without them, of the training samples
+    ``X_fit``, which underestimates it) at their codes; the prior is the mean
+    and covariance of those codes. Missing entries (NaN) are left out.
+    """
+    samples = X_fit if X_val is None or not len(X_val) else X_val
+    with torch.no_grad():
+        codes = estimator._flow(samples).z
+        residual = samples - estimator._decode_scaled(codes)
+    squared = residual.double().pow(2)
+    observed = ~torch.isnan(squared)
+    counts = observed.sum(dim=0)
+    per_feature = squared.nan_to_num(0.0).sum(dim=0) / counts.clamp(min=1)
+    # A feature no held-out sample observes gets the mean over the others.
+    overall = squared.nan_to_num(0.0).sum() / observed.sum().clamp(min=1)
+    per_feature = torch.where(counts > 0, per_feature, overall)
+    floor = torch.finfo(torch.float64).eps * (1.0 + overall)
+    noise = per_feature.clamp(min=floor)
+    estimator.noise_variance_ = (noise * estimator.scale_**2).cpu().numpy()
+    codes = codes.double()
+    centred = codes - codes.mean(dim=0)
+    covariance = centred.T @ centred / max(1, len(codes) - 1)
+    k = covariance.shape[0]
+    ridge = PRIOR_RIDGE * (covariance.trace() / k + 1e-12)
+    covariance = covariance + ridge * torch.eye(k, dtype=torch.float64)
+    estimator._code_covariance = covariance.cpu().numpy()
+
+
+def laplace_terms(estimator, X_scaled, Z):
+    """Per-sample code covariances and output variances (scaled units)."""
+    decoder = estimator.decoder_
+    dtype = next(decoder.parameters()).dtype
+    observed = (~torch.isnan(X_scaled)).to(dtype)
+    prior = torch.linalg.inv(
+        torch.as_tensor(estimator._code_covariance, device=Z.device)
+    ).to(dtype)
+    if estimator._fitted_loss == "mse":
+        noise = torch.as_tensor(
+            estimator.noise_variance_ / estimator.scale_**2, device=Z.device
+        ).to(dtype)
+        precision = observed / noise
+    else:
+        with torch.no_grad():
+            probability = torch.sigmoid(decoder(Z.to(dtype)))
+        precision = observed * probability * (1 - probability)
+    covariance, output_variance = laplace_covariance(
+        decoder, Z.to(dtype), precision, prior
+    )
+    if estimator._fitted_loss == "bce":
+        # Variance of the decoded probability (delta method), not of the logits.
+        with torch.no_grad():
+            probability = torch.sigmoid(decoder(Z.to(dtype)))
+        output_variance = (probability * (1 - probability)).pow(2) * output_variance
+    return covariance, output_variance

@@ -39,11 +39,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_data_efficiency.py
 	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_vae_dlm.py
+	$(PY) benchmarks/bench_missing.py
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_data_efficiency.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_shapes.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_vae_dlm.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
+	$(PY) benchmarks/bench_missing.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 
 clean:
 	rm -rf $(VENV) docs/_build docs/auto_examples docs/gen_modules docs/generated

@@ -390,7 +390,9 @@ def test_bce_reconstructs_probabilities(digits_split):
 @pytest.mark.parametrize(
     "X, error, match",
     [
-        (np.array([[1.0, np.nan], [2.0, 3.0]]), ValueError, "NaN"),
+        # NaN is a missing entry (tests/test_gfe_missing.py); a sample that
+        # observes nothing is refused.
+        (np.vstack([np.full(64, np.nan), np.ones(64)]), ValueError, r"rows 0\)"),
         (np.array([[1.0, np.inf], [2.0, 3.0]]), ValueError, "infinity"),
         (np.arange(5.0), ValueError, "Expected 2D array"),
         (np.zeros((2, 2, 2)), ValueError, "dim 3"),

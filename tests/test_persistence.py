@@ -337,6 +337,8 @@ def test_json_architecture_that_does_not_match_the_weights_is_refused(saved):
     config = read_config(saved)
     config["fitted"]["n_components_"] = 4
     config["fitted"]["_fitted_architecture"]["n_components"] = 4
+    # Without the code prior, whose size would give the edit away first.
+    del config["fitted"]["_code_covariance"]
     write_config(saved, config)
     with pytest.raises(ValueError, match="has shape"):
         load(saved)
@@ -434,3 +436,19 @@ def test_gpu_model_saves_and_loads_anywhere(fitted, frames, tmp_path):
 def test_exported_from_the_package():
     assert skgfe.save is save and skgfe.load is load
     assert {"save", "load"} <= set(skgfe.__all__)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda f: f.update(noise_variance_=[1.0]), "noise_variance_ does not hold"),
+        (lambda f: f.update(_code_covariance=[[1.0]]), "code covariance"),
+        (lambda f: f.update(noise_variance_=[-1.0] * 64), "noise_variance_"),
+    ],
+)
+def test_error_model_that_does_not_match_the_model_is_refused(saved, edit, message):
+    config = read_config(saved)
+    edit(config["fitted"])
+    write_config(saved, config)
+    with pytest.raises(ValueError, match=message):
+        load(saved)

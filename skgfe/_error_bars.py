@@ -43,6 +43,27 @@ def fit_error_model(estimator, X_fit, X_val):
     ridge = PRIOR_RIDGE * (covariance.trace() / k + 1e-12)
     covariance = covariance + ridge * torch.eye(k, dtype=torch.float64)
     estimator._code_covariance = covariance.cpu().numpy()
+    estimator._code_mean = codes.mean(dim=0).cpu().numpy()
+
+
+def code_prior_term(estimator, dtype, device):
+    """``(mean, weight)`` of the prior's term in a sample's loss (scaled units).
+
+    The loss of a sample is a mean over its observed entries of squared errors
+    (or cross-entropies); with Gaussian noise of variance ``s^2`` (the mean of
+    ``noise_variance_``, scaled) and the prior ``N(mean, C)``, the negative
+    log-posterior is proportional to the sum of squared errors plus
+    ``s^2 (z - mean)^T C^-1 (z - mean)``; for 'bce', to the sum of
+    cross-entropies plus half that quadratic without ``s^2``.
+    """
+    precision = torch.linalg.inv(torch.as_tensor(estimator._code_covariance))
+    if estimator._fitted_loss == "mse":
+        noise = float(estimator.noise_variance_.mean()) / estimator.scale_**2
+        weight = noise * precision
+    else:
+        weight = 0.5 * precision
+    mean = torch.as_tensor(estimator._code_mean)
+    return mean.to(dtype=dtype, device=device), weight.to(dtype=dtype, device=device)
 
 
 def laplace_terms(estimator, X_scaled, Z):

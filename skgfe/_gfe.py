@@ -7,7 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseDecoderTransformer, _fingerprint
-from ._error_bars import fit_error_model, laplace_terms
+from ._error_bars import code_prior_term, fit_error_model, laplace_terms
 from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
 from ._missing import iterative_pca
@@ -39,6 +39,11 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     With 'lm', AMD and the fixed-grid solvers every sample is solved with its own
     step size (or damping) and stopping rule, so its code does not depend on the
     other samples in the batch, nor on their order (see Notes for adaptive solvers).
+
+    Samples may miss entries (NaN) in ``fit``, ``transform`` and ``score``: every
+    loss averages the observed entries only, so a sample's code fits what was
+    measured, and ``encode(X, return_std=True)`` and :meth:`reconstruct` give
+    error bars (see :ref:`missing` and :class:`GradientFlowImputer`).
 
     Read more in the :ref:`User Guide <user_guide>`.
 
@@ -310,6 +315,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         enough to linear for this model, and it encodes as PCA does). Not set
         by ``partial_fit``.
 
+    noise_variance_ : ndarray of shape (n_features,)
+        Variance of the noise of each feature, in the units of ``X``: the mean
+        squared residual of the samples held out for early stopping (of the
+        training samples without early stopping), missing entries left out.
+        Behind the error bars of ``encode(X, return_std=True)`` and
+        :meth:`reconstruct`. Set by ``fit``, not by ``partial_fit``.
+
     n_iter_ : int
         Number of epochs run.
 
@@ -549,6 +561,9 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         set_linear_path(self.decoder_, weight)
 
     def _begin_training(self, X):
+        # Training and its validation encode without the code prior; fit
+        # estimates a new one afterwards.
+        self._code_covariance = self._code_mean = None
         self._train_codes = None
         if self.warm_codes and SOLVERS[self.solver].resumable:
             # A warm-start fit on the same training samples resumes from the codes
@@ -646,7 +661,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             return None
         return self._training_loss(X)
 
-    def _flow(self, X, differentiable=False, z0=None, max_evals=None):
+    def _flow(self, X, differentiable=False, z0=None, max_evals=None, prior=None):
         """Run the flow on the scaled samples ``X`` and return its FlowResult.
 
         With ``differentiable=True`` the codes carry a graph to the decoder's
@@ -670,10 +685,21 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 max_steps=self.max_flow_steps,
                 differentiable=differentiable,
                 max_evals=max_evals,
+                prior=prior,
             )
 
+    def _inference_prior(self, X):
+        """The code prior for samples with missing entries, or None.
+
+        Fitted after training (:func:`~skgfe._error_bars.fit_error_model`), so
+        that training and its validation encode without it.
+        """
+        if getattr(self, "_code_covariance", None) is None:
+            return None
+        return code_prior_term(self, X.dtype, X.device)
+
     def _encode(self, X):
-        return self._flow(X).z
+        return self._flow(X, prior=self._inference_prior(X)).z
 
     def _diagnose_start(self, X):
         """After a flow could not start: say for how many scaled samples, and why.
@@ -736,7 +762,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Samples to encode.
+            Samples to encode, NaN for a missing entry (see :ref:`missing`).
         return_info : bool, default=False
             Also return a dict of per-sample arrays:
 
@@ -757,10 +783,17 @@ class GradientFlowEncoder(BaseDecoderTransformer):
               ``max_flow_steps``) or 'diverged' (a torchdiffeq solver became
               unstable or non-finite; the code is its last good checkpoint).
 
+        return_std : bool, default=False
+            Also return the standard deviation of each code from a Laplace
+            approximation of its posterior (the noise variance and code prior
+            that ``fit`` estimates; see :ref:`missing`).
+
         Returns
         -------
         Z : ndarray of shape (n_samples, n_components)
             The codes, as :meth:`transform` returns them.
+        Z_std : ndarray of shape (n_samples, n_components)
+            Only when ``return_std`` is True.
         info : dict of ndarray
             Only when ``return_info`` is True.
         """
@@ -786,8 +819,9 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         """Codes of the scaled samples ``X_t`` and the flows' results, by chunks."""
         try:
             with torch.no_grad():
+                prior = self._inference_prior(X_t)
                 results = [
-                    self._flow(X_t[i : i + CHUNK_ROWS])
+                    self._flow(X_t[i : i + CHUNK_ROWS], prior=prior)
                     for i in range(0, len(X_t), CHUNK_ROWS)
                 ]
         except FloatingPointError:
@@ -804,11 +838,11 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         return tuple(torch.cat(tensors) for tensors in zip(*parts))
 
     def _check_error_model(self):
-        if getattr(self, "noise_variance_", None) is None:
+        if getattr(self, "_code_covariance", None) is None:
             raise ValueError(
                 "Error bars need the noise variance and code prior that fit "
-                "estimates after training; this model was trained by partial_fit "
-                "only. Fit it with fit to get error bars."
+                "estimates after training; this model was last trained by "
+                "partial_fit. Fit it with fit to get error bars."
             )
 
     def reconstruct(self, X, return_std=False):

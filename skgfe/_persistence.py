@@ -151,6 +151,7 @@ _FITTED_OPTIONAL = {
     "_sklearn_output_config": _str_dict,
     # GradientFlowEncoder.fit: the noise and code prior of its error bars.
     "noise_variance_": lambda v: _float_list(v) and all(_positive(x) for x in v),
+    "_code_mean": _float_list,
     "_code_covariance": lambda v: (
         isinstance(v, list)
         and all(_float_list(row) and len(row) == len(v) for row in v)
@@ -158,7 +159,7 @@ _FITTED_OPTIONAL = {
 }
 # Optional attributes that are float64 arrays, kept as (nested) JSON lists:
 # Python writes floats to JSON exactly.
-_FLOAT_ARRAYS = {"noise_variance_", "_code_covariance"}
+_FLOAT_ARRAYS = {"noise_variance_", "_code_mean", "_code_covariance"}
 # Fitted attributes that config.json holds under an earlier name, so that files
 # written before the rename load and files written since load in older versions.
 _SAVED_NAMES = {"_random_start_seed": "_init_seed"}
@@ -310,6 +311,8 @@ def _fitted_state(estimator, schema):
             continue
         if isinstance(value, torch.nn.Module):
             modules[name] = value
+        elif name in _FITTED_OPTIONAL and value is None:
+            continue
         elif name in schema.required or name in _FITTED_OPTIONAL:
             if name == "feature_names_in_":
                 value = [str(s) for s in value]

@@ -146,7 +146,7 @@ def test_error_bars_shrink_with_observed_entries_and_need_fit(fitted):
     assert std.shape == Z.shape and set(info) >= {"loss", "converged"}
     partial = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(16,))
     partial.partial_fit(X)
-    with pytest.raises(ValueError, match="partial_fit only"):
+    with pytest.raises(ValueError, match="last trained by partial_fit"):
         partial.encode(X, return_std=True)
 
 

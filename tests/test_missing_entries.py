@@ -323,3 +323,33 @@ def test_linear_path_codes_of_incomplete_rows_are_least_squares_on_observed_entr
         torch.testing.assert_close(
             codes[i], expected.solution[:, 0], rtol=1e-9, atol=1e-10
         )
+
+
+def test_map_codes_of_a_linear_decoder_are_probabilistic_pcas_posterior_mean():
+    generator = torch.Generator().manual_seed(4)
+    decoder = make_mlp(
+        N_COMPONENTS, (), N_FEATURES, "tanh", generator=generator, dtype=torch.float64
+    )
+    X = torch.randn(30, N_FEATURES, generator=generator, dtype=torch.float64)
+    missing = torch.rand(30, N_FEATURES, generator=generator) < 0.5
+    missing[:5] = False  # complete rows: no prior, least squares as before
+    missing[5, 1:] = True  # one observed entry: only the prior determines the rest
+    missing[5, 0] = False
+    X_missing = X.masked_fill(missing, float("nan"))
+    noise = 0.3
+    eye = torch.eye(N_COMPONENTS, dtype=torch.float64)
+    prior = (torch.zeros(N_COMPONENTS, dtype=torch.float64), noise * eye)
+    start = torch.zeros(30, N_COMPONENTS, dtype=torch.float64)
+    objective = ReconstructionObjective(decoder, LOSSES["mse"], X_missing, prior=prior)
+    result = lm_solve(objective, start, tol=1e-13)
+    W = decoder.layers[0].weight.detach()
+    b = decoder.layers[0].bias.detach()
+    for i in range(30):
+        observed = ~missing[i]
+        W_O, r_O = W[observed], (X[i] - b)[observed]
+        if missing[i].any():
+            # Tipping & Bishop: M^-1 W_O^T (x_O - mu_O), M = W_O^T W_O + s^2 I.
+            expected = torch.linalg.solve(W_O.T @ W_O + noise * eye, W_O.T @ r_O)
+        else:
+            expected = torch.linalg.lstsq(W_O, r_O[:, None]).solution[:, 0]
+        torch.testing.assert_close(result.z[i], expected, rtol=1e-6, atol=1e-7)

@@ -58,9 +58,9 @@ class Solver:
     method: str | None = None
 
 
-def _run_lm(solver, decoder, loss, X, z0, *, tol, max_steps, max_evals, **_):
+def _run_lm(solver, decoder, loss, X, z0, *, tol, max_steps, max_evals, prior, **_):
     return lm_solve(
-        ReconstructionObjective(decoder, loss, X),
+        ReconstructionObjective(decoder, loss, X, prior=prior),
         z0,
         tol=tol,
         max_steps=max_steps,
@@ -83,9 +83,12 @@ def _run_amd(
     max_step_size,
     tol,
     max_steps,
+    prior,
     **_,
 ):
-    objective = ReconstructionObjective(decoder, loss, X, create_graph=differentiable)
+    objective = ReconstructionObjective(
+        decoder, loss, X, create_graph=differentiable, prior=prior
+    )
     return amd_flow(
         objective,
         z0,
@@ -100,7 +103,17 @@ def _run_amd(
 
 
 def _run_torchdiffeq(
-    solver, decoder, loss, X, z0, *, flow, differentiable, max_evals, **integration
+    solver,
+    decoder,
+    loss,
+    X,
+    z0,
+    *,
+    flow,
+    differentiable,
+    max_evals,
+    prior,
+    **integration,
 ):
     field = FLOWS[flow](decoder, loss, X)
     return odeint_flow(
@@ -114,7 +127,17 @@ def _run_torchdiffeq(
 
 
 def _run_torchode(
-    solver, decoder, loss, X, z0, *, flow, differentiable, max_evals, **integration
+    solver,
+    decoder,
+    loss,
+    X,
+    z0,
+    *,
+    flow,
+    differentiable,
+    max_evals,
+    prior,
+    **integration,
 ):
     field = FLOWS[flow](decoder, loss, X)
     return torchode_flow(field, z0, method=solver.method, **integration)
@@ -183,6 +206,7 @@ def run_flow(
     max_steps=1000,
     differentiable=False,
     max_evals=None,
+    prior=None,
 ):
     """Encode the scaled samples ``X`` from ``z0``; return a :class:`FlowResult`.
 
@@ -192,7 +216,10 @@ def run_flow(
     solvers; it raises for a solver that is not differentiable ('lm', which
     solves for the point where either flow ends, a stationary code, and
     torchode's solvers). ``max_evals`` caps the evaluations per sample of a
-    resumable solver ('lm'; the others ignore it).
+    resumable solver ('lm'; the others ignore it). ``prior = (mean, weight)``
+    adds a Gaussian prior's term to the loss of samples with missing entries
+    (NaN in ``X``) for the solvers that descend the objective directly ('lm',
+    'amd'); the integrators of a vector field ignore it.
     """
     if flow not in FLOWS:
         raise ValueError(f"Unknown flow {flow!r}; expected one of {sorted(FLOWS)}.")
@@ -220,4 +247,5 @@ def run_flow(
         tol=tol,
         max_steps=max_steps,
         max_evals=max_evals,
+        prior=prior,
     )

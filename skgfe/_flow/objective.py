@@ -50,15 +50,17 @@ class ReconstructionObjective:
 
     Missing entries (NaN in ``X``) are left out: the loss of a row with missing
     entries is its mean over its observed ones (a row must observe at least
-    one). Rows without missing entries are evaluated apart from the others, by
-    the same computation as when ``X`` has no NaN at all, so their results do
-    not depend on whether their batch mates miss entries.
+    one), plus the term of a Gaussian ``prior`` on the code when one is given
+    (see :meth:`_with_prior`). Rows without missing entries are evaluated apart
+    from the others, by the same computation as when ``X`` has no NaN at all,
+    so their results do not depend on whether their batch mates miss entries.
     """
 
-    def __init__(self, decoder, loss, X, create_graph=False):
+    def __init__(self, decoder, loss, X, create_graph=False, prior=None):
         self.decoder = decoder
         self.loss = loss
         self.create_graph = create_graph
+        self.prior = prior
         self.explicit = not create_graph and supports_explicit_derivatives(
             decoder, loss
         )
@@ -106,13 +108,15 @@ class ReconstructionObjective:
         incomplete = self.incomplete if rows is None else self.incomplete[rows]
         observed = self.observed if rows is None else self.observed[rows]
         if incomplete.all():
-            return evaluate(z, x, observed)
+            return self._with_prior(evaluate(z, x, observed), z, observed)
         if not incomplete.any():
             return evaluate(z, x, None)
         part = incomplete.nonzero().squeeze(1)
         full = (~incomplete).nonzero().squeeze(1)
         complete = evaluate(z[full], x[full], None)
-        partial = evaluate(z[part], x[part], observed[part])
+        partial = self._with_prior(
+            evaluate(z[part], x[part], observed[part]), z[part], observed[part]
+        )
         results = []
         for from_complete, from_partial in zip(complete, partial):
             result = from_complete.new_empty((len(z), *from_complete.shape[1:]))
@@ -120,6 +124,27 @@ class ReconstructionObjective:
             result[part] = from_partial
             results.append(result)
         return tuple(results)
+
+    def _with_prior(self, results, z, observed):
+        """Add the prior's term to the losses, gradients (and Gauss-Newton
+        matrices) of rows with missing entries.
+
+        ``prior = (mean, weight)``: a row's loss gains
+        ``(z - mean)^T weight (z - mean) / n_observed``, the Gaussian prior's
+        negative log-density in the units of the loss (a mean over the observed
+        entries), so its optimum is the maximum a posteriori code.
+        """
+        if self.prior is None:
+            return results
+        mean, weight = self.prior
+        count = observed.sum(dim=1)
+        offset = z - mean
+        pulled = offset @ weight
+        values = results[0] + (offset * pulled).sum(dim=1) / count
+        grad = results[1] + 2.0 * pulled / count[:, None]
+        if len(results) == 2:
+            return values, grad
+        return values, grad, results[2] + 2.0 * weight / count[:, None, None]
 
     def gauss_newton(self, z, rows=None):
         """Losses, gradients and Gauss-Newton matrices ``(n, k, k)`` at ``z``.

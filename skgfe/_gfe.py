@@ -161,9 +161,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         With ``solver='lm'``: during training, start each training sample's
         solve from its code of the previous epoch, and stop it after 3
         evaluations; the next epoch resumes it (block-coordinate descent on the
-        decoder and the codes). On digits and spectra (n=200) this gave the
-        held-out error of full solves from ``init`` in 0.4 to 0.6 times the fit
-        time.
+        decoder and the codes; measured in :ref:`performance`).
         :meth:`transform` and the validation loss always start from ``init``.
 
     flow_time : float, default=1e4
@@ -187,14 +185,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         A sample's flow stops once the norm of the gradient of its loss with
         respect to its code falls to ``flow_tol``: the code is then stationary.
         The loss is computed on internally scaled data, so the tolerance does not
-        depend on the units of ``X``. In the data-efficiency benchmark, 1e-3 gave
-        the same held-out error as 1e-4 (within the spread over seeds, or
-        better) with 0.4 to 0.8 times the fit time and 0.25 to 0.4 times the
-        transform time. Along flat directions of the loss
-        a code is only determined to about ``flow_tol`` divided by the curvature
-        (on digits, flows from different starts agreed to 0.2 with 1e-3, on
-        codes of magnitude up to 15): lower it when the codes themselves must be
-        precise, not only the reconstructions.
+        depend on the units of ``X``. Along flat directions of the loss a code
+        is only determined to about ``flow_tol`` divided by the curvature: lower
+        it when the codes themselves must be precise, not only the
+        reconstructions (see :ref:`performance` for what it costs).
 
     max_flow_steps : int, default=1000
         Largest number of accepted solver steps per sample (grid steps for
@@ -351,45 +345,31 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     **Batch dependence of adaptive solvers.** torchdiffeq's adaptive solvers
     choose one step size per batch from an error norm over all its rows, so
     with them a code depends on its batch mates (and on their order) within the
-    solver's tolerance, and a sample may stop at a different convergence check.
-    Measured in ``benchmarks/bench_flows.py`` (8 components, ``flow_tol=1e-4``,
-    codes of magnitude up to 17, 20 samples encoded alone instead of in a batch
-    of 300, digits and spectra): the codes moved by at most 4e-7 with 'dopri5'
-    and 1.3e-5 with 'bosh3' on the gradient flow, and by at most 1.1e-2 on the
-    second-order flow, whose samples stop at a different check more often. A
-    code is determined only to about ``flow_tol`` divided by the smallest
-    curvature of its loss anyway. 'amd' and the fixed-grid solvers give the
-    same codes (to 1e-7, in practice to the last bits) whatever the batch;
-    scikit-learn's invariance checks are expected to fail for torchdiffeq's
-    adaptive solvers only. torchode's solvers ('torchode-dopri5',
-    'torchode-tsit5') keep a step size, error norm and stopping time per sample,
-    so they give the same codes whatever the batch, with error control, and
-    pass these checks; they are not differentiable. On 200 digits (trained
-    default GFE with ``hidden_layer_sizes=(32,)``, ``flow_tol=1e-3``) they used
-    601 evaluations per sample against 644 for 'dopri5' and transformed in
-    0.92 s against 1.37 s.
+    solver's tolerance, and a sample may stop at a different convergence check
+    (by how much: :ref:`solver-measurements`). 'lm', 'amd' and the fixed-grid
+    solvers give the same codes whatever the batch; scikit-learn's invariance
+    checks are expected to fail for torchdiffeq's adaptive solvers only.
+    torchode's solvers ('torchode-dopri5', 'torchode-tsit5') keep a step size,
+    error norm and stopping time per sample, so they give the same codes
+    whatever the batch, with error control, and pass these checks; they are not
+    differentiable.
 
-    **Second-order flow.** With 'amd' it needs markedly fewer decoder
-    evaluations than the gradient flow (3 to 4 times fewer in the benchmark at
-    ``flow_tol=1e-4``, about 2 times at the default ``1e-3``).
-    Integrated as an ODE by torchdiffeq it is not reliably faster (0.65 to 3.4
-    times the gradient flow's evaluations with 'rk4' and the adaptive solvers):
-    the friction ``3/t`` fades, so the state circles the optimum and converges
-    only polynomially; explicit Euler and the midpoint rule are unstable on it.
+    **Second-order flow.** With 'amd' it needs fewer decoder evaluations than
+    the gradient flow. Integrated as an ODE by torchdiffeq it is not reliably
+    faster: the friction ``3/t`` fades, so the state circles the optimum and
+    converges only polynomially; explicit Euler and the midpoint rule are
+    unstable on it (measurements: :ref:`solver-measurements`).
 
     **Adjoint training.** With 'amd' the gradient is the exact derivative of the
     discrete procedure (accept/reject decisions, step sizes and stopping times
     are piecewise constant in the weights and are not differentiated); it keeps
     the graph of every accepted step in memory. With torchdiffeq's solvers it
     is the continuous adjoint solved by the same method: it matches the
-    derivative of the discretised flow up to the solver's truncation error
-    (on a small decoder at ``step_size=0.2``: 5e-9 relative for 'rk4' on the
-    gradient flow, 3e-5 on the second-order flow, 7e-3 for 'euler'). The
+    derivative of the discretised flow up to the solver's truncation error. The
     state is stored at every grid point (fixed grid) or every
     ``max_step_size`` time units (adaptive), because re-integrating a
-    contracting flow backwards is unstable. In the benchmark
-    the adjoint gradient changed the held-out error by less than 0.1% and cost
-    about 2 times the fit time with 'amd' and 10 times with 'bosh3'.
+    contracting flow backwards is unstable (accuracy and cost:
+    :ref:`solver-measurements`).
 
     References
     ----------

@@ -196,8 +196,7 @@ default='gelu'
 
     max_iter : int, default=500
         Largest number of epochs (passes over the training rows). Early
-        stopping usually ends training long before: on 256 Burgers
-        trajectories of 21 times, after 130 to 250 epochs.
+        stopping usually ends training long before (see :ref:`vae_dlm`).
 
     batch_size : int, default=256
         Rows per minibatch (capped at the number of training rows).
@@ -346,9 +345,9 @@ default='gelu'
     predictions come back in the dtype of ``X``.
 
     The geometric losses differentiate the manifold encoder with respect to
-    its input and then the result with respect to the weights; with
-    ``geometry='steady_flow'`` a training step costs about 6 times that of
-    ``geometry=None`` (forward mode, ``n_components=6``).
+    its input and then the result with respect to the weights, so a training
+    step with ``geometry='steady_flow'`` costs several times that of
+    ``geometry=None`` (measured in :ref:`vae_dlm`).
 
     References
     ----------

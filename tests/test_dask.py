@@ -171,3 +171,12 @@ def test_missing_dask_names_the_extra(fitted, digits, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.array", None)
     with pytest.raises(ImportError, match=r"pip install skgfe\[dask\]"):
         skgfe.dask.transform(fitted, digits)
+
+
+def test_transform_of_blocks_with_missing_entries(client, digits, fitted):
+    X = digits[:400].copy()
+    X[np.random.RandomState(0).uniform(size=X.shape) < 0.2] = np.nan
+    X[:, 0] = 0.0  # every row observes an entry
+    Z = skgfe.dask.transform(fitted, da.from_array(X, chunks=(150, -1))).compute()
+    assert np.isfinite(Z).all()
+    np.testing.assert_array_equal(Z, fitted.transform(X))

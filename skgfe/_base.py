@@ -20,15 +20,13 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._losses import LOSSES
-from ._missing import check_observed_rows
 from ._torch_estimator import (
     NETWORK_PARAMETER_CONSTRAINTS,
     TRAINING_PARAMETER_CONSTRAINTS,
     TorchEstimatorMixin,
-    _refuse_1d,
     centre_and_scale,
 )
 from ._warnings import warn_user
@@ -128,18 +126,7 @@ class BaseDecoderTransformer(
         )
 
     def _validate_X(self, X, reset):
-        _refuse_1d(X)
-        X = validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            accept_sparse=False,
-            ensure_min_samples=1,
-            ensure_all_finite="allow-nan" if self._accepts_missing else True,
-        )
-        if self._accepts_missing:
-            self._check_observed(X, reset)
+        X = self._validate_samples(X, reset)
         self._check_range(X, self.loss if reset else self._fitted_loss)
         if (
             reset
@@ -154,18 +141,6 @@ class BaseDecoderTransformer(
                 UserWarning,
             )
         return X
-
-    def _check_observed(self, X, reset):
-        """Refuse samples, and training features, that observe no entry."""
-        name = type(self).__name__
-        check_observed_rows(X, name)
-        never = np.flatnonzero(np.isnan(X).all(axis=0)) if reset else []
-        if len(never):
-            raise ValueError(
-                f"{name} needs at least one observed (non-NaN) entry of every "
-                f"feature to train on; features {never[:10].tolist()} have none. "
-                "Drop them first."
-            )
 
     @staticmethod
     def _check_range(X, loss):

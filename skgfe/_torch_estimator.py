@@ -538,20 +538,38 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
     def _check_ready(self, X):
         """Validated input of a fitted model, its modules on the device."""
         check_is_fitted(self)
+        X = self._validate_samples(X, reset=False)
+        self._check_inference_input(X)
+        self._ensure_on_device()
+        return X
+
+    def _validate_samples(self, X, reset):
+        """``X`` as a float array of samples (``reset``: of a new fit).
+
+        Missing entries (NaN) pass where the estimator accepts them, except in
+        samples, or training features, that observe no entry.
+        """
         _refuse_1d(X)
         X = validate_data(
             self,
             X,
-            reset=False,
+            reset=reset,
             dtype=[np.float64, np.float32],
             accept_sparse=False,
             ensure_min_samples=1,
             ensure_all_finite="allow-nan" if self._accepts_missing else True,
         )
-        if self._accepts_missing:
-            check_observed_rows(X, type(self).__name__)
-        self._check_inference_input(X)
-        self._ensure_on_device()
+        if not self._accepts_missing:
+            return X
+        name = type(self).__name__
+        check_observed_rows(X, name)
+        never = np.flatnonzero(np.isnan(X).all(axis=0)) if reset else []
+        if len(never):
+            raise ValueError(
+                f"{name} needs at least one observed (non-NaN) entry of every "
+                f"feature to train on; features {never[:10].tolist()} have none. "
+                "Drop them first."
+            )
         return X
 
     def _in_chunks(self, function, *tensors):

@@ -82,13 +82,12 @@ def laplace_terms(estimator, X_scaled, Z):
     else:
         with torch.no_grad():
             probability = torch.sigmoid(decoder(Z.to(dtype)))
-        precision = observed * probability * (1 - probability)
+        bernoulli = probability * (1 - probability)
+        precision = observed * bernoulli
     covariance, output_variance = laplace_covariance(
         decoder, Z.to(dtype), precision, prior
     )
     if estimator._fitted_loss == "bce":
         # Variance of the decoded probability (delta method), not of the logits.
-        with torch.no_grad():
-            probability = torch.sigmoid(decoder(Z.to(dtype)))
-        output_variance = (probability * (1 - probability)).pow(2) * output_variance
+        output_variance = bernoulli.pow(2) * output_variance
     return covariance, output_variance

@@ -210,13 +210,16 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     optimizer : {'adam', 'rmsprop'}, default='adam'
         Torch optimiser of the decoder weights.
 
-    weight_averaging : float in [0, 1), default=0.9
+    weight_averaging : float in [0, 1), default=0.99
         Decay of an exponential moving average of the weights over the
         optimiser steps of ``fit`` (Polyak averaging). The progress checks
         measure the averaged weights and ``fit`` keeps the best of them: the
         average of the last ``1 / (1 - weight_averaging)`` steps or so lies
-        nearer the minimum that single steps scatter around. ``0`` measures and
-        keeps the weights themselves; ``partial_fit`` never averages.
+        nearer the minimum that single steps scatter around. The decay warms
+        up as ``min(weight_averaging, (1 + t) / (10 + t))`` over the ``t``
+        steps averaged so far, so that a short fit is not dominated by its
+        first weights. ``0`` measures and keeps the weights themselves;
+        ``partial_fit`` never averages.
 
     tol : float, default=1e-4
         Relative tolerance of the plateau test. Progress is checked after every
@@ -433,7 +436,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         batch_size=64,
         learning_rate_init=3e-3,
         optimizer="adam",
-        weight_averaging=0.9,
+        weight_averaging=0.99,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=True,

@@ -5,7 +5,14 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from skgfe._training import MIN_STEPS_PER_CHECK, epochs_per_check, run_epochs
+from skgfe._training import (
+    EMA_WARMUP,
+    LEARNING_RATE_RETRIES,
+    LEARNING_RATE_RETRY_FACTOR,
+    MIN_STEPS_PER_CHECK,
+    epochs_per_check,
+    run_epochs,
+)
 
 
 class ScriptedEstimator:
@@ -117,10 +124,19 @@ def test_rows_are_a_permutation_of_the_training_samples_each_epoch():
     for epoch in range(2):
         rows = sum(est.rows_seen[10 * epoch : 10 * (epoch + 1)], [])
         assert sorted(rows) == list(range(10))
-    est = ScriptedEstimator([1.0, 1.0], batch_size=4)
-    run(est, 10, 1)
-    assert [len(r) for r in est.rows_seen] == [4, 4, 2]
-    assert sorted(sum(est.rows_seen, [])) == list(range(10))
+    # The fewest minibatches of at most batch_size, equal to within one sample
+    # (no small last minibatch).
+    for n_rows, batch_size, sizes in [
+        (10, 4, [4, 3, 3]),
+        (900, 64, [60] * 15),
+        (1000, 64, [63] * 8 + [62] * 8),
+        (25, 64, [25]),
+        (128, 64, [64, 64]),
+    ]:
+        est = ScriptedEstimator([1.0, 1.0], batch_size=batch_size)
+        run(est, n_rows, 1)
+        assert [len(r) for r in est.rows_seen] == sizes
+        assert sorted(sum(est.rows_seen, [])) == list(range(n_rows))
 
 
 def test_best_measured_weights_are_kept_when_the_loss_jumps_up():
@@ -525,14 +541,17 @@ class RecordingEstimator(ScriptedEstimator):
 
 
 def exponential_average(iterates, decay):
-    """The reference: the first iterate, then decay * average + (1 - decay) * w."""
+    """The reference: the first iterate, then d * average + (1 - d) * w, with d
+    warming up as min(decay, (1 + t) / (EMA_WARMUP + t)) over the t iterates
+    averaged so far."""
     average = iterates[0]
-    for w in iterates[1:]:
-        average = decay * average + (1 - decay) * w
+    for t, w in enumerate(iterates[1:], start=1):
+        d = min(decay, (1 + t) / (EMA_WARMUP + t))
+        average = d * average + (1 - d) * w
     return average
 
 
-@pytest.mark.parametrize("decay", [0.5, 0.9])
+@pytest.mark.parametrize("decay", [0.5, 0.9, 0.99])
 def test_checks_measure_and_keep_the_averaged_weights(decay):
     # Ten SGD steps per epoch, each moving w by -1: w after step j is -j. The
     # validation loss falls at every check, so the last check's weights are kept.
@@ -579,3 +598,47 @@ def test_weight_averaging_outside_zero_to_one_is_refused(cls_name, decay):
     model = _estimator(cls_name, weight_averaging=decay, max_iter=1)
     with pytest.raises(ValueError, match="weight_averaging"):
         model.fit(np.zeros((10, 5)))
+
+
+class StartFittedBetter(ScriptedEstimator):
+    """A start whose training objective (the reference) is 1.0."""
+
+    def _reference_training_loss(self, X_train):
+        return 1.0
+
+
+RETRY = dict(batch_size=1, n_iter_no_change=2)
+
+
+def test_start_never_fitted_better_is_retried_at_lower_learning_rates():
+    # The training loss (2.0) never falls below the start's (1.0) and no check
+    # beats the start's validation loss: a step size too large for this start.
+    # Each plateau restarts from the start weights with a fresh optimiser at a
+    # third of the learning rate, twice; the third plateau ends training.
+    est = StartFittedBetter([2.0] * 13, val_losses=[1.0] + [2.0] * 12, **RETRY)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=12, X_val=torch.zeros(1, 1))
+    assert outcome.reason == "plateau" and outcome.kept_start
+    assert est.n_iter_ == 3 * 3
+    assert est.optimizers_made == 1 + LEARNING_RATE_RETRIES
+    lr = est._optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(LEARNING_RATE_RETRY_FACTOR**-LEARNING_RATE_RETRIES)
+    assert est.weight.item() == 0.0
+
+
+def test_retry_trains_from_the_start_at_the_lower_learning_rate():
+    # After the first plateau (epochs 1-3), epoch 4 starts again from w = 0 at a
+    # third of the rate and its check beats the start: its weights are kept.
+    losses = [2.0, 2.0, 2.0, 0.5, 0.5, 0.5, 0.5, 0.5]
+    val_losses = [1.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.5, 0.5]
+    est = StartFittedBetter(losses, val_losses=val_losses, **RETRY)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=7, X_val=torch.zeros(1, 1))
+    assert not outcome.kept_start and outcome.best_epoch == 4
+    assert est.weight.item() == pytest.approx(-10 * 0.5 / LEARNING_RATE_RETRY_FACTOR)
+
+
+def test_no_retry_when_training_fitted_better_than_the_start():
+    # The training loss fell below the start's (overfitting, not a step size
+    # too large): the plateau that kept the start ends training.
+    est = StartFittedBetter([0.5] * 10, val_losses=[1.0] + [2.0] * 9, **RETRY)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=9, X_val=torch.zeros(1, 1))
+    assert outcome.kept_start and est.n_iter_ == 3 and est.optimizers_made == 1

@@ -225,9 +225,16 @@ def test_fit_predict_shapes_and_trajectories():
 def test_training_lowers_the_prediction_error():
     X, y, *_ = toy_trajectories(n=32)
     short = tiny(max_iter=1, hidden_layer_sizes=(16, 16, 16)).fit(X, y)
-    long = tiny(max_iter=60, hidden_layer_sizes=(16, 16, 16)).fit(X, y)
-    # One epoch leaves R^2 below 0 here; 60 epochs bring it near 0.8.
-    assert long.score(X, y) > max(0.7, short.score(X, y) + 0.5)
+    # One epoch leaves R^2 below 0 here; 60 epochs bring it near 0.8 for most
+    # seeds (about one in five gets stuck near or below 0 on this tiny model):
+    # the median of three seeds.
+    long = [
+        tiny(max_iter=60, hidden_layer_sizes=(16, 16, 16), random_state=seed)
+        .fit(X, y)
+        .score(X, y)
+        for seed in range(3)
+    ]
+    assert np.median(long) > max(0.7, short.score(X, y) + 0.5)
 
 
 def test_geometry_none_builds_no_metric_and_trains_as_a_conditional_vae():

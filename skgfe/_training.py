@@ -520,7 +520,8 @@ class _EpochLoop:
         est = self.est
         self.retries_left -= 1
         _restore(self.modules, self.start_state)
-        learning_rate = est._optimizer.param_groups[0]["lr"] / LEARNING_RATE_RETRY_FACTOR
+        learning_rate = est._optimizer.param_groups[0]["lr"]
+        learning_rate /= LEARNING_RATE_RETRY_FACTOR
         est._optimizer = est._make_optimizer()
         for group in est._optimizer.param_groups:
             group["lr"] = learning_rate

@@ -3,8 +3,9 @@
 Fits a GradientFlowEncoder (8 components, defaults) and an Autoencoder on 1000
 digits on the CPU, then encodes 10^5 noisy copies of held-out digits with
 ``transform``: on the CPU (all cores, one torch thread), and after
-``set_params(device='cuda')`` on the GPU, with skgfe's row chunks (8192 rows)
-and with all rows iterated at once. Reports seconds, the speed-up over the CPU, the
+``set_params(device='cuda')`` on the GPU: in the CPU's blocks (8192 rows, 1024
+iterated at once) and in skgfe's GPU blocks (as many rows as a quarter of the
+free memory holds). Reports seconds, the speed-up over the CPU, the
 largest code difference and the held-out errors. Needs a CUDA device; writes
 ``results/gpu_encoding.md``.
 
@@ -27,8 +28,6 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 
 import skgfe
-import skgfe._flow.dispatch
-import skgfe._gfe
 from skgfe import Autoencoder, GradientFlowEncoder
 
 
@@ -72,12 +71,16 @@ def main(argv=None):
     ae_s, _ = timed(lambda: ae.transform(X_big), "cpu")
     rows.append(("GFE, CPU", cpu_s, 1.0, 0.0))
     gfe.set_params(device="cuda")
-    chunks = skgfe._gfe.CHUNK_ROWS, skgfe._flow.dispatch.LM_CHUNK_ROWS
-    for label, (chunk, lm_rows) in [
-        (f"chunks of {chunks[0]} rows, LM on {chunks[1]} at once", chunks),
-        ("all rows in one chunk and one LM iteration set", (10**9, 10**9)),
-    ]:
-        skgfe._gfe.CHUNK_ROWS, skgfe._flow.dispatch.LM_CHUNK_ROWS = chunk, lm_rows
+    variants = [
+        (
+            "CPU-sized blocks (8192 rows, LM on 1024 at once)",
+            lambda self, X_t: (8192, None),
+        ),
+        ("skgfe's default (as many rows at once as the memory holds)", None),
+    ]
+    default_block = GradientFlowEncoder._encoding_block
+    for label, block in variants:
+        GradientFlowEncoder._encoding_block = block or default_block
         gpu_s, Z_gpu = timed(lambda: gfe.transform(X_big), "cuda")
         difference = np.abs(Z_gpu - Z_cpu).max()
         rows.append((f"GFE, GPU, {label}", gpu_s, cpu_s / gpu_s, difference))

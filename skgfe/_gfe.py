@@ -7,6 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseDecoderTransformer, _fingerprint
+from ._devices import rows_at_once
 from ._error_bars import code_prior_term, fit_error_model, laplace_terms
 from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
@@ -644,12 +645,21 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             return None
         return self._training_loss(X)
 
-    def _flow(self, X, differentiable=False, z0=None, max_evals=None, prior=None):
+    def _flow(
+        self,
+        X,
+        differentiable=False,
+        z0=None,
+        max_evals=None,
+        prior=None,
+        max_rows=None,
+    ):
         """Run the flow on the scaled samples ``X`` and return its FlowResult.
 
         With ``differentiable=True`` the codes carry a graph to the decoder's
         parameters (adjoint training); otherwise no graph is built. ``z0``
-        overrides the initial codes.
+        overrides the initial codes; ``max_rows`` bounds the rows 'lm' iterates
+        at once (None: its default).
         """
         with torch.set_grad_enabled(differentiable):
             return run_flow(
@@ -669,6 +679,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 differentiable=differentiable,
                 max_evals=max_evals,
                 prior=prior,
+                max_rows=max_rows,
             )
 
     def _inference_prior(self, X):
@@ -798,14 +809,30 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             out += (info,)
         return out[0] if len(out) == 1 else out
 
+    def _encoding_block(self, X_t):
+        """Rows encoded per chunk, and per 'lm' iteration set (None: its default).
+
+        The CPU keeps :data:`CHUNK_ROWS` and the solver's default; a CUDA device
+        takes as many rows as a quarter of its free memory holds, in one
+        iteration set (see :func:`~skgfe._devices.rows_at_once`).
+        """
+        n_features = X_t.shape[1]
+        widths = n_features + sum(self._hidden_sizes())
+        # A row's Jacobians through every layer, its outputs and activations,
+        # with room for the temporaries of their products.
+        row_bytes = 4 * X_t.element_size() * (self.n_components + 1) * widths
+        rows = rows_at_once(X_t.device, row_bytes, CHUNK_ROWS)
+        return rows, (rows if X_t.device.type == "cuda" else None)
+
     def _encode_in_chunks(self, X_t):
         """Codes of the scaled samples ``X_t`` and the flows' results, by chunks."""
+        rows, lm_rows = self._encoding_block(X_t)
         try:
             with torch.no_grad():
                 prior = self._inference_prior(X_t)
                 results = [
-                    self._flow(X_t[i : i + CHUNK_ROWS], prior=prior)
-                    for i in range(0, len(X_t), CHUNK_ROWS)
+                    self._flow(X_t[i : i + rows], prior=prior, max_rows=lm_rows)
+                    for i in range(0, len(X_t), rows)
                 ]
         except FloatingPointError:
             self._diagnose_start(X_t)

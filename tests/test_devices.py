@@ -109,3 +109,49 @@ def test_a_seed_gives_the_same_initial_weights_on_the_gpu(cls):
         weights[device] = [p.detach().cpu() for p in model.decoder_.parameters()]
     for cpu, cuda in zip(weights["cpu"], weights["cuda"], strict=True):
         assert torch.equal(cpu, cuda)
+
+
+def test_rows_at_once_on_the_cpu_and_from_a_cuda_devices_free_memory(monkeypatch):
+    from skgfe._devices import rows_at_once
+
+    assert rows_at_once(torch.device("cpu"), 1000, 8192) == 8192
+    # A quarter of the free memory, at least the CPU's rows.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4e9, 8e9))
+    assert rows_at_once(torch.device("cuda"), 1000, 8192) == 1_000_000
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1e6, 8e9))
+    assert rows_at_once(torch.device("cuda"), 1000, 8192) == 8192
+
+
+def test_cpu_encoding_keeps_its_chunks_and_lm_rows(X):
+    from skgfe._torch_estimator import CHUNK_ROWS
+
+    model = small().fit(X)
+    X_t = model._scale(model._to_tensor(X))
+    assert model._encoding_block(X_t) == (CHUNK_ROWS, None)
+
+
+def test_lm_codes_do_not_depend_on_the_rows_iterated_at_once(X):
+    # The GPU iterates all rows at once; the CPU 1024. LM is per sample.
+    model = small(max_iter=5).fit(X)
+    X_t = model._scale(model._to_tensor(X))
+    with torch.no_grad():
+        codes = [model._flow(X_t, max_rows=rows).z for rows in (None, 7, len(X))]
+    for other in codes[1:]:
+        torch.testing.assert_close(other, codes[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_encodes_all_rows_at_once_as_the_cpu_does(digits_split):
+    X_train, X_test = digits_split[0], digits_split[1]
+    model = GradientFlowEncoder(n_components=4, max_iter=20, random_state=0)
+    model.fit(X_train)
+    X_big = np.tile(X_test, (20, 1))
+    codes_cpu = model.transform(X_big)
+    model.set_params(device="cuda")
+    X_t = model._scale(model._to_tensor(X_big))
+    rows, lm_rows = model._encoding_block(X_t)
+    assert X_t.device.type == "cuda" and rows >= len(X_big) and lm_rows == rows
+    codes_gpu = model.transform(X_big)
+    # Both stop within flow_tol of the stationary code; rounding differs.
+    np.testing.assert_allclose(codes_gpu, codes_cpu, atol=1e-3)

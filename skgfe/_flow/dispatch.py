@@ -58,14 +58,16 @@ class Solver:
     method: str | None = None
 
 
-def _run_lm(solver, decoder, loss, X, z0, *, tol, max_steps, max_evals, prior, **_):
+def _run_lm(
+    solver, decoder, loss, X, z0, *, tol, max_steps, max_evals, prior, max_rows, **_
+):
     return lm_solve(
         ReconstructionObjective(decoder, loss, X, prior=prior),
         z0,
         tol=tol,
         max_steps=max_steps,
         max_evals=max_evals,
-        max_rows=LM_CHUNK_ROWS,
+        max_rows=LM_CHUNK_ROWS if max_rows is None else max_rows,
     )
 
 
@@ -113,6 +115,7 @@ def _run_torchdiffeq(
     differentiable,
     max_evals,
     prior,
+    max_rows,
     **integration,
 ):
     field = FLOWS[flow](decoder, loss, X)
@@ -137,6 +140,7 @@ def _run_torchode(
     differentiable,
     max_evals,
     prior,
+    max_rows,
     **integration,
 ):
     field = FLOWS[flow](decoder, loss, X)
@@ -207,6 +211,7 @@ def run_flow(
     differentiable=False,
     max_evals=None,
     prior=None,
+    max_rows=None,
 ):
     """Encode the scaled samples ``X`` from ``z0``; return a :class:`FlowResult`.
 
@@ -219,7 +224,9 @@ def run_flow(
     resumable solver ('lm'; the others ignore it). ``prior = (mean, weight)``
     adds a Gaussian prior's term to the loss of samples with missing entries
     (NaN in ``X``) for the solvers that descend the objective directly ('lm',
-    'amd'); the integrators of a vector field ignore it.
+    'amd'); the integrators of a vector field ignore it. ``max_rows`` is the
+    most samples 'lm' iterates at once (None: :data:`LM_CHUNK_ROWS`); it bounds
+    memory and per-call overhead, not the results.
     """
     if flow not in FLOWS:
         raise ValueError(f"Unknown flow {flow!r}; expected one of {sorted(FLOWS)}.")
@@ -248,4 +255,5 @@ def run_flow(
         max_steps=max_steps,
         max_evals=max_evals,
         prior=prior,
+        max_rows=max_rows,
     )

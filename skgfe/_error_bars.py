@@ -41,7 +41,9 @@ def fit_error_model(estimator, X_fit, X_val):
     covariance = centred.T @ centred / max(1, len(codes) - 1)
     k = covariance.shape[0]
     ridge = PRIOR_RIDGE * (covariance.trace() / k + 1e-12)
-    covariance = covariance + ridge * torch.eye(k, dtype=torch.float64)
+    covariance = covariance + ridge * torch.eye(
+        k, dtype=torch.float64, device=covariance.device
+    )
     estimator._code_covariance = covariance.cpu().numpy()
     estimator._code_mean = codes.mean(dim=0).cpu().numpy()
 

@@ -160,8 +160,6 @@ def test_gpu_encodes_all_rows_at_once_as_the_cpu_does(digits_split):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_missing_entries_and_error_bars_on_the_gpu(digits_split):
-    from sklearn.base import clone
-
     X_train, X_test = digits_split[0].copy(), digits_split[1][:200].copy()
     rng = np.random.RandomState(0)
     X_train[rng.rand(*X_train.shape) < 0.1] = np.nan
@@ -169,11 +167,12 @@ def test_missing_entries_and_error_bars_on_the_gpu(digits_split):
     params = dict(n_components=4, max_iter=10, random_state=0)
     gpu = GradientFlowEncoder(**params, device="cuda").fit(X_train)
     assert np.all(np.isfinite(gpu.noise_variance_))
-    cpu = clone(gpu).set_params(device="cpu").fit(X_train)
     codes, std = gpu.encode(X_test, return_std=True)
     _, reconstruction_std = gpu.reconstruct(X_test, return_std=True)
     assert np.all(np.isfinite(std)) and np.all(np.isfinite(reconstruction_std))
-    # The same seed trains the same model on either device, up to rounding.
-    codes_cpu, std_cpu = cpu.encode(X_test, return_std=True)
-    np.testing.assert_allclose(codes, codes_cpu, atol=1e-2)
-    np.testing.assert_allclose(std, std_cpu, rtol=1e-2)
+    # The same weights encode alike on the CPU (training on either device is
+    # not comparable: the PCA start's singular vectors may differ in sign).
+    gpu.set_params(device="cpu")
+    codes_cpu, std_cpu = gpu.encode(X_test, return_std=True)
+    np.testing.assert_allclose(codes, codes_cpu, atol=1e-3)
+    np.testing.assert_allclose(std, std_cpu, rtol=1e-3)

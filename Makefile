@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_vae_dlm.py
 	$(PY) benchmarks/bench_missing.py
+	$(PY) benchmarks/bench_gpu_encoding.py
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_data_efficiency.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick

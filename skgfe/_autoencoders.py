@@ -144,9 +144,9 @@ class Autoencoder(_BaseAutoencoder):
 
     batch_size : int or 'auto', default=64
         Largest minibatch size of training; 'auto' is ``min(200, n_samples)``.
-        An epoch's minibatches are equal in size to within one
-        sample (900 samples in batches of 64 make 15 of 60): no small last
-        minibatch gives the optimiser a full-size step on a noisy gradient.
+        An epoch's minibatches are equal in size to within one sample (900
+        samples in batches of 64 make 15 of 60): no small last minibatch gives
+        the optimiser a full-size step on a noisy gradient.
 
     learning_rate_init : float, default=3e-3
         Learning rate of the optimiser.
@@ -481,9 +481,9 @@ class VariationalAutoencoder(_BaseAutoencoder):
 
     batch_size : int or 'auto', default=64
         Largest minibatch size of training; 'auto' is ``min(200, n_samples)``.
-        An epoch's minibatches are equal in size to within one
-        sample (900 samples in batches of 64 make 15 of 60): no small last
-        minibatch gives the optimiser a full-size step on a noisy gradient.
+        An epoch's minibatches are equal in size to within one sample (900
+        samples in batches of 64 make 15 of 60): no small last minibatch gives
+        the optimiser a full-size step on a noisy gradient.
 
     learning_rate_init : float, default=3e-3
         Learning rate of the optimiser.

@@ -202,10 +202,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     batch_size : int or 'auto', default=64
         Largest minibatch size of training; 'auto' is ``min(200, n_samples)``.
-        An epoch's minibatches are equal in size to within one
-        sample (900 samples in batches of 64 make 15 of 60): no small last
-        minibatch gives the optimiser a full-size step on a noisy gradient. Small batches make more decoder updates per epoch, which
-        matters with little data.
+        An epoch's minibatches are equal in size to within one sample (900
+        samples in batches of 64 make 15 of 60): no small last minibatch gives
+        the optimiser a full-size step on a noisy gradient. Small batches make
+        more decoder updates per epoch, which matters with little data.
 
     learning_rate_init : float, default=3e-3
         Learning rate of the optimiser.

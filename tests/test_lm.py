@@ -245,6 +245,35 @@ def test_lm_solve_stops_at_max_evals():
     assert resumed.converged.all()
 
 
+class CountingObjective(ReconstructionObjective):
+    """Counts the Gauss-Newton evaluations (each with a Jacobian)."""
+
+    gauss_newton_rows = 0
+
+    def gauss_newton(self, z, rows=None):
+        self.gauss_newton_rows += len(z)
+        return super().gauss_newton(z, rows)
+
+
+@pytest.mark.parametrize("max_evals", [2, 3, 5])
+def test_last_budgeted_evaluation_skips_the_jacobian_with_the_same_codes(
+    max_evals, monkeypatch
+):
+    # A capped solve's last trial needs the loss and gradient only: the same
+    # codes, losses and statuses as with the Gauss-Newton matrix, fewer Jacobians.
+    import skgfe._flow.lm as lm
+
+    decoder, X, z0 = tanh_problem(seed=0, n_rows=20)
+    lean = CountingObjective(decoder, LOSSES["mse"], X)
+    result = lm_solve(lean, z0, tol=1e-6, max_evals=max_evals)
+    monkeypatch.setattr(lm, "_last_evaluation", lambda *args: False)
+    full = CountingObjective(decoder, LOSSES["mse"], X)
+    reference = lm_solve(full, z0, tol=1e-6, max_evals=max_evals)
+    for name in ("z", "loss", "n_steps", "n_evals", "status"):
+        assert torch.equal(getattr(result, name), getattr(reference, name)), name
+    assert lean.gauss_newton_rows < full.gauss_newton_rows
+
+
 @pytest.mark.parametrize("max_rows", [1, 3, 8, 19])
 def test_lm_solve_iterates_at_most_max_rows_with_the_same_results(max_rows):
     decoder, X, z0 = tanh_problem(seed=1, n_rows=40)

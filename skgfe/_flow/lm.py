@@ -102,7 +102,14 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_row
             z_eval = torch.cat([z_try, out.z[new_rows]]) if n_new else z_try
         else:
             rows, z_eval = new_rows, out.z[new_rows]
-        loss, grad, gn = objective.gauss_newton(z_eval, rows)
+        if _last_evaluation(running, n_new, max_evals):
+            # Every running sample stops after this evaluation, so its
+            # Gauss-Newton matrix would go unused: the loss and gradient (the
+            # same values) decide the last trial, without the Jacobian.
+            loss, grad = objective(z_eval, rows)
+            gn = running.gn
+        else:
+            loss, grad, gn = objective.gauss_newton(z_eval, rows)
 
         if running is not None:
             m = n_running
@@ -125,6 +132,14 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_row
         if running is not None and not len(running.rows):
             running = None
     return out.result()
+
+
+def _last_evaluation(running, n_new, max_evals):
+    """True when the coming evaluation is the last of every running sample
+    (``max_evals`` reached) and no sample joins."""
+    if max_evals is None or running is None or n_new:
+        return False
+    return bool((running.n_evals + 1 >= max_evals).all())
 
 
 class _Running:

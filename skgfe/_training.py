@@ -312,13 +312,7 @@ class _EpochLoop:
         self.outcome = TrainingOutcome()
         self.start_state = _snapshot(self.modules)
         self.best_state = self.start_state
-        decay = estimator.weight_averaging
-        self.average = (
-            WeightAverage(self.modules, decay) if keep_best and decay > 0 else None
-        )
-        self.measured_modules = (
-            self.modules if self.average is None else self.average.averaged_modules
-        )
+        self.start_averaging()
         # Epoch losses since the last check.
         self.since_check = []
         # The plateau test compares each check with the best *trained* check, not
@@ -332,6 +326,17 @@ class _EpochLoop:
         # The lowest epoch loss since the (re)start, and the retries left.
         self.lowest_epoch_loss = np.inf
         self.retries_left = LEARNING_RATE_RETRIES if keep_best else 0
+
+    def start_averaging(self):
+        """A fresh weight average (none without ``keep_best`` or at decay 0),
+        and the modules the checks measure."""
+        decay = self.est.weight_averaging
+        self.average = (
+            WeightAverage(self.modules, decay) if self.keep_best and decay > 0 else None
+        )
+        self.measured_modules = (
+            self.modules if self.average is None else self.average.averaged_modules
+        )
 
     def run(self):
         """Train, and return the :class:`TrainingOutcome`."""
@@ -531,9 +536,7 @@ class _EpochLoop:
         est._optimizer = est._make_optimizer()
         for group in est._optimizer.param_groups:
             group["lr"] = learning_rate
-        if self.average is not None:
-            self.average = WeightAverage(self.modules, est.weight_averaging)
-            self.measured_modules = self.average.averaged_modules
+        self.start_averaging()
         est._no_improvement_count = 0
         self.trained_best = self.lowest_epoch_loss = np.inf
         if est.verbose:

@@ -128,13 +128,19 @@ def test_masked_gauss_newton_of_a_row_is_the_same_alone_or_in_a_batch():
         torch.testing.assert_close(grad[0], batch[1][i], rtol=1e-14, atol=1e-16)
 
 
-def test_lm_on_a_linear_decoder_gives_least_squares_on_observed_entries():
-    generator = torch.Generator().manual_seed(3)
+def linear_decoder_and_samples(seed, missing_rate, n_rows=30):
+    """A linear decoder, random samples and a random mask of missing entries."""
+    generator = torch.Generator().manual_seed(seed)
     decoder = make_mlp(
         N_COMPONENTS, (), N_FEATURES, "tanh", generator=generator, dtype=torch.float64
     )
-    X = torch.randn(30, N_FEATURES, generator=generator, dtype=torch.float64)
-    missing = torch.rand(30, N_FEATURES, generator=generator) < 0.4
+    X = torch.randn(n_rows, N_FEATURES, generator=generator, dtype=torch.float64)
+    missing = torch.rand(n_rows, N_FEATURES, generator=generator) < missing_rate
+    return decoder, X, missing
+
+
+def test_lm_on_a_linear_decoder_gives_least_squares_on_observed_entries():
+    decoder, X, missing = linear_decoder_and_samples(seed=3, missing_rate=0.4)
     missing[:, :N_COMPONENTS] = False  # at least n_components observed per row
     X = X.masked_fill(missing, float("nan"))
     result = lm_solve(
@@ -326,12 +332,7 @@ def test_linear_path_codes_of_incomplete_rows_are_least_squares_on_observed_entr
 
 
 def test_map_codes_of_a_linear_decoder_are_probabilistic_pcas_posterior_mean():
-    generator = torch.Generator().manual_seed(4)
-    decoder = make_mlp(
-        N_COMPONENTS, (), N_FEATURES, "tanh", generator=generator, dtype=torch.float64
-    )
-    X = torch.randn(30, N_FEATURES, generator=generator, dtype=torch.float64)
-    missing = torch.rand(30, N_FEATURES, generator=generator) < 0.5
+    decoder, X, missing = linear_decoder_and_samples(seed=4, missing_rate=0.5)
     missing[:5] = False  # complete rows: no prior, least squares as before
     missing[5, 1:] = True  # one observed entry: only the prior determines the rest
     missing[5, 0] = False

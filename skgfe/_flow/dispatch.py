@@ -104,21 +104,36 @@ def _run_amd(
     )
 
 
-def _run_torchdiffeq(
-    solver,
-    decoder,
-    loss,
-    X,
-    z0,
-    *,
-    flow,
-    differentiable,
-    max_evals,
-    prior,
-    max_rows,
-    **integration,
-):
-    field = FLOWS[flow](decoder, loss, X)
+def _integrator(integrate):
+    """The run function of an integrator of the flow's vector field.
+
+    It builds the field and drops the options that only skgfe's own solvers of
+    the objective use (``max_evals``, ``prior``, ``max_rows``);
+    ``integrate(solver, field, z0, differentiable, integration)`` runs the
+    backend.
+    """
+
+    def run(
+        solver,
+        decoder,
+        loss,
+        X,
+        z0,
+        *,
+        flow,
+        differentiable,
+        max_evals,
+        prior,
+        max_rows,
+        **integration,
+    ):
+        field = FLOWS[flow](decoder, loss, X)
+        return integrate(solver, field, z0, differentiable, integration)
+
+    return run
+
+
+def _integrate_torchdiffeq(solver, field, z0, differentiable, integration):
     return odeint_flow(
         field,
         z0,
@@ -129,22 +144,12 @@ def _run_torchdiffeq(
     )
 
 
-def _run_torchode(
-    solver,
-    decoder,
-    loss,
-    X,
-    z0,
-    *,
-    flow,
-    differentiable,
-    max_evals,
-    prior,
-    max_rows,
-    **integration,
-):
-    field = FLOWS[flow](decoder, loss, X)
+def _integrate_torchode(solver, field, z0, differentiable, integration):
     return torchode_flow(field, z0, method=solver.method, **integration)
+
+
+_run_torchdiffeq = _integrator(_integrate_torchdiffeq)
+_run_torchode = _integrator(_integrate_torchode)
 
 
 def _torchdiffeq(method, adaptive):

@@ -13,6 +13,11 @@ from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
 from ._missing import iterative_pca
 from ._networks import make_mlp, set_linear_path
+from ._start_encoder import (
+    amortized_start_codes,
+    build_start_encoder,
+    fit_start_encoder,
+)
 from ._torch_estimator import CHUNK_ROWS
 
 # Evaluations per training sample and epoch when training codes are warm-started
@@ -144,12 +149,22 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         (torch's default scheme); it is the default for 'bce', whose decoder
         outputs logits.
 
-    init : {'auto', 'zeros', 'random', 'linear'}, default='auto'
+    init : {'auto', 'amortized', 'zeros', 'random', 'linear'}, default='auto'
         Initial code of the flow. 'zeros' starts at the origin. 'linear' starts
         at the least-squares code of the decoder's linear path (for a decoder
         initialised from PCA: the sample's PCA projection at first, a close
-        start after training), computed for each sample on its own. 'auto' is
-        'linear' for decoders initialised from PCA and 'zeros' otherwise.
+        start after training), computed for each sample on its own.
+        'amortized' starts each sample at the better, by its reconstruction
+        loss, of the linear start and the guess of a small encoder network
+        (one hidden layer of 128) that ``fit`` trains after the decoder, on
+        the training samples and their codes; the flow still ends at a
+        stationary code of the decoder (it only starts closer: fewer decoder
+        evaluations in :meth:`transform`, see :ref:`performance`). Training
+        itself starts from the linear code; samples with missing entries, and
+        every sample of a model without that network (one last trained by
+        ``partial_fit``, or fitted with another ``init``), start from the
+        linear code. 'auto' is 'amortized' for decoders initialised from PCA
+        and 'zeros' otherwise.
         'random' starts each sample at a point drawn
         uniformly from ``[-1, 1]^n_components`` by a generator seeded with a
         hash of a seed drawn at fit time from ``random_state`` and of the
@@ -547,9 +562,11 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         set_linear_path(self.decoder_, weight)
 
     def _begin_training(self, X):
-        # Training and its validation encode without the code prior; fit
-        # estimates a new one afterwards.
+        # Training and its validation encode without the code prior, and from
+        # the linear start (the start encoder fits the old decoder); fit
+        # estimates both afresh afterwards, partial_fit neither.
         self._code_covariance = self._code_mean = None
+        self._start_encoder = None
         self._train_codes = None
         if self.warm_codes and SOLVERS[self.solver].resumable:
             # A warm-start fit on the same training samples resumes from the codes
@@ -570,6 +587,9 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 self._train_fingerprint,
                 self._train_codes.detach().cpu(),
             )
+        # Close to the final decoder's codes: where the start encoder's
+        # training codes are solved from.
+        self._final_train_codes = self._train_codes
         self._train_codes = None
         short = getattr(self, "_short_solves", None)
         self._short_solves = None
@@ -606,14 +626,20 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         """``init`` with 'auto' resolved: how the flows' start codes are chosen."""
         if self.init == "auto":
             pca = self._fitted_architecture["decoder_init"] == "pca"
-            return "linear" if pca else "zeros"
+            return "amortized" if pca else "zeros"
         return self.init
 
     def _flow_start_codes(self, X):
         """The codes the flows of the scaled samples ``X`` start from."""
         init = self._resolved_init()
-        if init == "linear":
-            return linear_path_codes(self.decoder_, X)
+        if init in ("linear", "amortized"):
+            codes = linear_path_codes(self.decoder_, X)
+            encoder = getattr(self, "_start_encoder", None)
+            if init == "linear" or encoder is None:
+                return codes
+            return amortized_start_codes(
+                encoder, self.decoder_, self._loss_function, X, codes
+            )
         if init == "random" and getattr(self, "_random_start_seed", None) is None:
             # init was switched to 'random' after fitting with 'zeros'.
             self._random_start_seed = self._draw_random_start_seed()
@@ -747,6 +773,42 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     def _fit_error_model(self, X_train, X_val):
         fit_error_model(self, X_train, X_val)
+
+    def _fit_amortized_start(self, X_train, generator, incremental):
+        """After ``fit``: the start encoder of init='amortized' (see ``init``).
+
+        Its targets are the training samples' codes under the final decoder,
+        solved from the training's warm codes where there are some (close
+        already, so cheap), else from the linear start. ``partial_fit``
+        (``incremental``) fits none: the model starts from the linear code.
+        """
+        warm = getattr(self, "_final_train_codes", None)
+        self._final_train_codes = None
+        self._start_encoder = None
+        if incremental or self._resolved_init() != "amortized":
+            return
+        with torch.no_grad():
+            codes = self._flow(X_train, z0=warm).z
+        self._start_encoder = fit_start_encoder(
+            X_train, codes, self._fitted_architecture["activation"], generator
+        )
+
+    def _build_start_encoder(self, fitted, dtype, device):
+        """An untrained start encoder for the recorded fitted attributes
+        ``fitted`` (loading a saved model: its weights are copied in next)."""
+        self._start_encoder = build_start_encoder(
+            fitted["n_features_in_"],
+            fitted["n_components_"],
+            fitted["_fitted_architecture"]["activation"],
+            dtype,
+            device,
+        )
+
+    def _ensure_on_device(self):
+        super()._ensure_on_device()
+        encoder = getattr(self, "_start_encoder", None)
+        if encoder is not None:
+            encoder.to(self._device())
 
     def encode(self, X, return_info=False, return_std=False):
         """Encode ``X``, optionally with per-sample diagnostics of the flow.

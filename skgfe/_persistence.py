@@ -16,6 +16,7 @@ estimator's own ``_build_modules``, and the tensors are copied in after strict
 checks of their names, shapes and dtypes.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -72,6 +73,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _TRANSIENT = {
     "_optimizer",
     "_train_codes",
+    "_final_train_codes",
     "_short_solves",
     # A warm-start fit's training codes: a loaded model's next warm start
     # restarts them from init.
@@ -177,7 +179,10 @@ class _Schema:
     leading arguments of its ``_build_modules``. ``module_dtype``: the dtype of
     its modules' tensors, from the data's. ``dtype_attributes``: set on loading,
     from the data's numpy dtype and the modules' torch dtype. ``data_dtype``:
-    the data's dtype of a fitted estimator.
+    the data's dtype of a fitted estimator. ``optional_modules``: modules that
+    some fitted estimators have (None-valued or absent in others) -> the
+    method of the estimator that builds one, untrained, from the fitted
+    attributes, the modules' dtype and the device.
     """
 
     required: dict
@@ -187,6 +192,7 @@ class _Schema:
     module_dtype: Callable
     dtype_attributes: Callable
     data_dtype: Callable
+    optional_modules: dict = dataclasses.field(default_factory=dict)
 
 
 _DECODER_TRANSFORMERS = _Schema(
@@ -223,8 +229,15 @@ _VAE_DLM = _Schema(
     dtype_attributes=lambda fit_dtype, dtype: {},
     data_dtype=lambda estimator: estimator.x_mean_.dtype,
 )
+# GradientFlowEncoder.fit's start encoder (init='amortized'): None after
+# partial_fit, or with another init.
+_GFE = dataclasses.replace(
+    _DECODER_TRANSFORMERS,
+    other=_DECODER_TRANSFORMERS.other | {"_start_encoder"},
+    optional_modules={"_start_encoder": "_build_start_encoder"},
+)
 SCHEMAS = {
-    "GradientFlowEncoder": _DECODER_TRANSFORMERS,
+    "GradientFlowEncoder": _GFE,
     "Autoencoder": _DECODER_TRANSFORMERS,
     "VariationalAutoencoder": _DECODER_TRANSFORMERS,
     "VAEDLMRegressor": _VAE_DLM,
@@ -755,6 +768,9 @@ def load(path, device=None, *, trusted=None):
         cls, params, fitted, schema.sizes(fitted), schema.module_dtype(dtype),
         torch_device,
     )  # fmt: skip
+    for module_name, build in schema.optional_modules.items():
+        if module_name in config["modules"]:
+            getattr(estimator, build)(fitted, schema.module_dtype(dtype), torch_device)
     _load_modules(estimator, config["modules"], tensors, arrays, dtype)
     for array in arrays:
         setattr(estimator, array, tensors[array].numpy())

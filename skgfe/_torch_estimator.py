@@ -156,6 +156,11 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
     def _fit_error_model(self, X_train, X_val):
         """Hook: after ``fit``, estimate what error bars need (scaled tensors)."""
 
+    def _fit_amortized_start(self, X_train, generator, incremental):
+        """Hook: after training, fit what starts inference from the scaled
+        training samples ``X_train`` (``fit`` only: ``incremental`` is
+        ``partial_fit``, which leaves inference without it)."""
+
     @abstractmethod
     def _validate_training_data(self, X, y, reset, incremental):
         """Validated ``(X, y)`` of a training call (``reset``: for a new model)."""
@@ -372,6 +377,7 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
         )
         if not incremental:
             self._fit_error_model(X_train, X_val)
+        self._fit_amortized_start(X_train, generator, incremental)
         return self
 
     def _can_resume(self, incremental):

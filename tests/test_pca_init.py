@@ -155,7 +155,7 @@ def test_decoder_init_pca_needs_mse():
 @pytest.mark.parametrize(
     "params, skip, init",
     [
-        (dict(), True, "linear"),
+        (dict(), True, "amortized"),
         (dict(loss="bce"), False, "zeros"),
         (dict(decoder_init="random"), False, "zeros"),
         (dict(decoder_init="pca", init="zeros"), True, "zeros"),

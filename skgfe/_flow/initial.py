@@ -7,7 +7,7 @@ import torch
 
 from .._networks import _pad_to_blocks, _unpad
 
-INITS = ("auto", "zeros", "random", "linear")
+INITS = ("auto", "zeros", "random", "linear", "amortized")
 
 
 def initial_codes(X, n_components, init="zeros", seed=0):

@@ -188,9 +188,13 @@ def test_files_hold_weights_and_description(saved, fitted):
     assert config["fitted"]["best_loss_"] == {"__float__": "inf"}
     tensors = load_tensors((saved / WEIGHTS_FILE).read_bytes())
     model = fitted[GradientFlowEncoder, np.float64]
+    # The decoder, the scaling's mean and init='amortized''s start encoder.
     assert set(tensors) == {"mean_"} | {
-        f"decoder_.{k}" for k in model.decoder_.state_dict()
+        f"{name}.{k}"
+        for name in ("decoder_", "_start_encoder")
+        for k in getattr(model, name).state_dict()
     }
+    assert config["modules"] == ["_start_encoder", "decoder_"]
     data = (saved / WEIGHTS_FILE).read_bytes()
     assert config["weights"]["sha256"] == hashlib.sha256(data).hexdigest()
 

@@ -608,6 +608,14 @@ def _build(cls, params, fitted, sizes, dtype, device):
     return estimator
 
 
+def _build_optional_modules(estimator, schema, config, fitted, device):
+    """Build, untrained, the optional modules that ``config`` records."""
+    dtype = schema.module_dtype(DTYPES[config["dtype"]])
+    for module_name, build in schema.optional_modules.items():
+        if module_name in config["modules"]:
+            getattr(estimator, build)(fitted, dtype, device)
+
+
 def _load_modules(estimator, module_names, tensors, arrays, array_dtype):
     """Copy the tensors into the estimator's modules, after strict checks.
 
@@ -768,9 +776,7 @@ def load(path, device=None, *, trusted=None):
         cls, params, fitted, schema.sizes(fitted), schema.module_dtype(dtype),
         torch_device,
     )  # fmt: skip
-    for module_name, build in schema.optional_modules.items():
-        if module_name in config["modules"]:
-            getattr(estimator, build)(fitted, schema.module_dtype(dtype), torch_device)
+    _build_optional_modules(estimator, schema, config, fitted, torch_device)
     _load_modules(estimator, config["modules"], tensors, arrays, dtype)
     for array in arrays:
         setattr(estimator, array, tensors[array].numpy())

@@ -16,6 +16,7 @@ does not depend on its batch.
 import torch
 
 from ._networks import make_mlp
+from ._training import make_optimizer
 
 # One hidden layer of this width, as the prototype's MLPRegressor (issue 23).
 HIDDEN_LAYER_SIZES = (128,)
@@ -94,7 +95,7 @@ def fit_start_encoder(X, Z, activation, generator):
         dtype=X.dtype,
         device=X.device,
     )
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
+    optimizer = make_optimizer("adam", network.parameters(), LEARNING_RATE)
     n_batches = max(1, round(n_samples / BATCH_SIZE))
     with torch.enable_grad():
         for _ in range(EPOCHS):

@@ -1,11 +1,9 @@
 """solver='lm': per-sample Levenberg-Marquardt for the stationary code of the flow."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
-from _helpers import variant
+from _helpers import assert_codes_do_not_depend_on_the_batch, fit_quietly, variant
 from sklearn.exceptions import ConvergenceWarning
 
 import skgfe._flow.dispatch as dispatch
@@ -15,12 +13,6 @@ from skgfe._flow.result import CONVERGED
 from skgfe._gfe import TRAINING_MAX_EVALS
 from skgfe._losses import LOSSES
 from skgfe._networks import make_mlp
-
-
-def fit_quietly(gfe, X):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return gfe.fit(X)
 
 
 @pytest.fixture(scope="module")
@@ -164,18 +156,7 @@ def test_lm_codes_do_not_depend_on_the_batch(fitted, digits_split, dtype):
         )
     X = digits_split[1][:50].astype(dtype)
     for init in ("auto", "zeros"):
-        model = variant(gfe, init=init)
-        Z_batch = model.transform(X)
-        Z_single = np.vstack([model.transform(X[i : i + 1]) for i in range(len(X))])
-        order = np.random.RandomState(0).permutation(len(X))
-        Z_shuffled = model.transform(X[order])
-        # A row that moves within its row block can get a gradient that differs
-        # in the last bit (see skgfe._flow.derivatives); the solver carries that
-        # rounding, relative to the size of the codes, and nothing more.
-        scale = max(1.0, np.abs(Z_batch).max())
-        atol = (1e-12 if dtype == np.float64 else 1e-6) * scale
-        np.testing.assert_allclose(Z_single, Z_batch, rtol=0, atol=atol)
-        np.testing.assert_allclose(Z_shuffled, Z_batch[order], rtol=0, atol=atol)
+        assert_codes_do_not_depend_on_the_batch(variant(gfe, init=init), X)
 
 
 def test_lm_chunks_give_the_same_codes(fitted, monkeypatch):

@@ -5,10 +5,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _helpers import skip_training
+from _helpers import fit_quietly, skip_training
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from skgfe import GradientFlowEncoder
@@ -16,12 +15,6 @@ from skgfe import GradientFlowEncoder
 
 def held_out_mse(model, X_test):
     return np.mean((X_test - model.inverse_transform(model.transform(X_test))) ** 2)
-
-
-def fit_quietly(model, X):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X)
 
 
 def aligned(Z, Z_reference):

@@ -6,16 +6,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _helpers import variant
+from _helpers import assert_codes_do_not_depend_on_the_batch, fit_quietly, variant
 
 from skgfe import GradientFlowEncoder, load, save
 from skgfe._start_encoder import fit_start_encoder
-
-
-def fit_quietly(model, X):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.fit(X)
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +69,7 @@ def test_amortized_codes_do_not_depend_on_the_batch(fitted, dtype):
     if dtype == np.float32:
         gfe = fit_quietly(variant(gfe, max_iter=3), fitted[1][:200].astype(dtype))
         assert gfe._start_encoder is not None
-    Z_batch = gfe.transform(X)
-    Z_single = np.vstack([gfe.transform(X[i : i + 1]) for i in range(len(X))])
-    order = np.random.RandomState(0).permutation(len(X))
-    Z_shuffled = gfe.transform(X[order])
-    # The tolerance of test_lm's batch test: last-bit rounding of a row that
-    # moves within its row block, carried by the solver.
-    scale = max(1.0, np.abs(Z_batch).max())
-    atol = (1e-12 if dtype == np.float64 else 1e-6) * scale
-    np.testing.assert_allclose(Z_single, Z_batch, rtol=0, atol=atol)
-    np.testing.assert_allclose(Z_shuffled, Z_batch[order], rtol=0, atol=atol)
+    assert_codes_do_not_depend_on_the_batch(gfe, X)
 
 
 def test_linear_init_is_unchanged_by_the_encoder(fitted):

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import fit_quietly
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.pipeline import make_pipeline
@@ -27,12 +28,6 @@ def curved_data(n_samples=40, n_features=4, seed=0):
     t = rng.uniform(-2, 2, size=(n_samples, 2))
     mix = rng.randn(2, n_features)
     return np.sin(t @ mix) + 0.05 * rng.randn(n_samples, n_features)
-
-
-def fit_quietly(model, X):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X)
 
 
 # --------------------------------------------------------------- stalled advice

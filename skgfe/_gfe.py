@@ -884,7 +884,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         widths = n_features + sum(self._hidden_sizes())
         # A row's Jacobians through every layer, its outputs and activations,
         # with room for the temporaries of their products.
-        row_bytes = 4 * X_t.element_size() * (self.n_components + 1) * widths
+        row_bytes = 4 * X_t.element_size() * (self.n_components_ + 1) * widths
         rows = rows_at_once(X_t.device, row_bytes, CHUNK_ROWS)
         return rows, (rows if X_t.device.type == "cuda" else None)
 

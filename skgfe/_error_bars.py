@@ -20,12 +20,21 @@ def fit_error_model(estimator, X_fit, X_val):
     The noise variance of each feature is the mean squared residual of the
     held-out samples ``X_val`` (or, without them, of the training samples
     ``X_fit``, which underestimates it) at their codes; the prior is the mean
-    and covariance of those codes. Missing entries (NaN) are left out.
+    and covariance of those codes. Missing entries (NaN) are left out. When
+    ``estimator._keep_split`` is set, ``estimator._split`` keeps the training
+    and held-out samples (data units; None for no held-out samples).
     """
-    samples = X_fit if X_val is None or not len(X_val) else X_val
+    held_out = X_val is not None and len(X_val) > 0
+    samples = X_val if held_out else X_fit
     with torch.no_grad():
         codes = estimator._flow(samples).z
         residual = samples - estimator._decode_scaled(codes)
+    if getattr(estimator, "_keep_split", False):
+        # For GradientFlowImputer's residual model, which asks for them.
+        estimator._split = tuple(
+            None if part is None else estimator._unscale(part).cpu().numpy()
+            for part in (X_fit, X_val if held_out else None)
+        )
     squared = residual.double().pow(2)
     observed = ~torch.isnan(squared)
     counts = observed.sum(dim=0)

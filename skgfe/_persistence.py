@@ -74,6 +74,9 @@ _TRANSIENT = {
     "_optimizer",
     "_train_codes",
     "_final_train_codes",
+    # The training / held-out split, kept for GradientFlowImputer's fit.
+    "_keep_split",
+    "_split",
     "_short_solves",
     # A warm-start fit's training codes: a loaded model's next warm start
     # restarts them from init.

@@ -20,6 +20,25 @@ from .._networks import _pad_to_blocks
 from .derivatives import _forward, _hidden_tangents, _jacobian, _plan, _rows
 
 
+def _jacobian_blocks(decoder, z):
+    """``dD/dz`` over the decoder's row blocks, ``(b, R, k, p)``."""
+    plan = _plan(decoder)
+    output, cache = _forward(plan, z.detach())
+    t_h = _hidden_tangents(plan, cache, z.dtype)
+    shape = (*output.shape[:2], z.shape[1], output.shape[-1])
+    return _jacobian(plan, t_h, shape, z.dtype)
+
+
+def decoder_jacobian(decoder, z):
+    """Each sample's Jacobian ``dD/dz`` at its code, ``(n_samples, k, p)``.
+
+    Row ``j`` of a sample's matrix is the derivative in ``z_j``; rows are
+    evaluated over the decoder's fixed row blocks, as everywhere in skgfe.
+    """
+    with torch.no_grad():
+        return _rows(_jacobian_blocks(decoder, z), len(z))
+
+
 def laplace_covariance(decoder, z, entry_precision, prior_precision=None):
     """Per-sample code covariances and the output variances they imply.
 
@@ -46,11 +65,8 @@ def laplace_covariance(decoder, z, entry_precision, prior_precision=None):
         code's uncertainty (without the noise).
     """
     n_rows, k = z.shape
-    plan = _plan(decoder)
     with torch.no_grad():
-        output, cache = _forward(plan, z.detach())
-        t_h = _hidden_tangents(plan, cache, z.dtype)
-        jac = _jacobian(plan, t_h, (*output.shape[:2], k, output.shape[-1]), z.dtype)
+        jac = _jacobian_blocks(decoder, z)
         weights = _pad_to_blocks(entry_precision.to(z.dtype)).unsqueeze(-2)
         precision = (jac * weights) @ jac.transpose(-1, -2)
         if prior_precision is not None:

@@ -1,0 +1,204 @@
+"""The correlated residual model of GradientFlowImputer (skgfe._residuals)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+from skgfe import GradientFlowEncoder, GradientFlowImputer
+from skgfe._residuals import (
+    SHRINKAGES,
+    choose_shrinkage,
+    conditional_imputation,
+    residual_correlation,
+    residual_covariance,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+Z_90 = 1.6448536269514722
+
+
+def reference_imputation(covariance, prior, x, x_hat, jac):
+    """One row, by the textbook formulas on explicit sub-matrices."""
+    o, m = ~np.isnan(x), np.isnan(x)
+    s_oo, s_mo = covariance[np.ix_(o, o)], covariance[np.ix_(m, o)]
+    gain = s_mo @ np.linalg.inv(s_oo)
+    j_o, j_m = jac[:, o].T, jac[:, m].T
+    code_cov = np.linalg.inv(j_o.T @ np.linalg.inv(s_oo) @ j_o + prior)
+    a = j_m - gain @ j_o
+    value = x_hat[m] + gain @ (x[o] - x_hat[o])
+    var = np.diag(covariance[np.ix_(m, m)] - gain @ s_mo.T) + np.diag(
+        a @ code_cov @ a.T
+    )
+    return value, var
+
+
+def test_conditional_imputation_matches_the_textbook_formulas():
+    rng = np.random.RandomState(0)
+    n, p, k = 7, 9, 3
+    root = rng.randn(p, p)
+    covariance = root @ root.T / p + 0.1 * np.eye(p)
+    prior = np.eye(k) * 0.5
+    X = rng.randn(n, p)
+    X[rng.uniform(size=(n, p)) < 0.4] = np.nan
+    X[:, 0] = 1.0  # every row observes an entry
+    X[3] = 2.0  # and one observes all
+    X_hat, jac = rng.randn(n, p), rng.randn(n, k, p)
+    values, variance = conditional_imputation(covariance, prior, X, X_hat, jac)
+    for i in range(n):
+        missing = np.isnan(X[i])
+        np.testing.assert_array_equal(variance[i, ~missing], 0.0)
+        if not missing.any():
+            continue
+        value, var = reference_imputation(covariance, prior, X[i], X_hat[i], jac[i])
+        np.testing.assert_allclose(values[i, missing], value, rtol=1e-10)
+        np.testing.assert_allclose(variance[i, missing], var, rtol=1e-10)
+    # Rows are computed independently of their batch mates.
+    alone = conditional_imputation(covariance, prior, X[5:6], X_hat[5:6], jac[5:6])
+    np.testing.assert_allclose(alone[0], values[5:6], rtol=1e-14)
+    np.testing.assert_allclose(alone[1], variance[5:6], rtol=1e-14)
+
+
+def test_residual_correlation_of_complete_and_incomplete_rows():
+    rng = np.random.RandomState(1)
+    R = rng.randn(300, 4) @ rng.randn(4, 4)
+    second_moment = R.T @ R / len(R)
+    scale = np.sqrt(np.diag(second_moment))
+    np.testing.assert_allclose(
+        residual_correlation(R), second_moment / np.outer(scale, scale), rtol=1e-12
+    )
+    # Missing entries: positive semi-definite with a unit diagonal still.
+    R[rng.uniform(size=R.shape) < 0.5] = np.nan
+    correlation = residual_correlation(R)
+    np.testing.assert_allclose(np.diag(correlation), 1.0)
+    assert np.linalg.eigvalsh(correlation).min() > -1e-10
+    covariance = residual_covariance(correlation, np.array([1.0, 4.0, 9.0, 1.0]), 0.3)
+    np.testing.assert_allclose(np.diag(covariance), [1.0, 4.0, 9.0, 1.0])
+    np.testing.assert_allclose(covariance[0, 1], 0.7 * 2.0 * correlation[0, 1])
+
+
+def gaussian_imputer(covariance, X):
+    """Conditional means of a zero-mean Gaussian (no code: a zero Jacobian)."""
+    n, p = X.shape
+    zero = np.zeros((n, p))
+    return conditional_imputation(covariance, np.eye(1), X, zero, zero[:, None])
+
+
+def test_shrinkage_follows_how_far_the_correlation_carries_over():
+    rng = np.random.RandomState(2)
+    noise = np.ones(12)
+    lags = np.abs(np.subtract.outer(np.arange(12), np.arange(12)))
+    correlation = 0.95**lags
+    independent = rng.randn(200, 12)
+    correlated = independent @ np.linalg.cholesky(correlation).T
+    shrinkage, scale = choose_shrinkage(
+        correlation, noise, correlated, gaussian_imputer
+    )
+    assert shrinkage <= 0.03
+    # Its calibrated 90% intervals cover 90% of new samples' hidden entries.
+    fresh = rng.randn(400, 12) @ np.linalg.cholesky(correlation).T
+    hidden = rng.uniform(size=fresh.shape) < 0.3
+    values, variance = gaussian_imputer(
+        residual_covariance(correlation, noise, shrinkage),
+        np.where(hidden, np.nan, fresh),
+    )
+    inside = np.abs(values - fresh) <= Z_90 * np.sqrt(scale * variance)
+    assert 0.87 <= inside[hidden].mean() <= 0.93
+    # Twice the noise: the intervals widen to cover it.
+    scale_before = scale
+    _, scale = choose_shrinkage(
+        correlation, noise, np.sqrt(2.0) * correlated, gaussian_imputer
+    )
+    assert 1.6 * scale_before <= scale <= 2.5 * scale_before
+    # Correlations that do not carry over to held-out samples are shrunk away.
+    shrinkage, _ = choose_shrinkage(correlation, noise, independent, gaussian_imputer)
+    assert shrinkage >= 0.3
+    # No held-out sample: the independent model as it is.
+    assert choose_shrinkage(correlation, noise, None, gaussian_imputer) == (1.0, 1.0)
+    assert SHRINKAGES[-1] == 1.0
+
+
+def smooth_data(n, seed, n_features=24):
+    """A 2-D curved family of smooth profiles plus smooth (AR(1)) noise."""
+    grid = np.linspace(0, 1, n_features)
+    rng = np.random.RandomState(seed)
+    position, width = rng.uniform(0.2, 0.8, (2, n, 1))
+    clean = np.exp(-((grid - position) ** 2) / (0.02 + 0.05 * width))
+    lags = np.abs(np.subtract.outer(np.arange(n_features), np.arange(n_features)))
+    noise = rng.randn(n, n_features) @ np.linalg.cholesky(0.9**lags).T
+    return clean + 0.03 * noise
+
+
+@pytest.fixture(scope="module")
+def smooth_imputer():
+    X = smooth_data(300, 0)
+    encoder = GradientFlowEncoder(
+        n_components=2, hidden_layer_sizes=(16,), max_iter=60, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GradientFlowImputer(encoder).fit(X)
+
+
+def test_correlated_residuals_impute_better_with_calibrated_intervals(smooth_imputer):
+    X = smooth_data(300, 1)
+    missing = np.random.RandomState(3).uniform(size=X.shape) < 0.3
+    X_missing = np.where(missing, np.nan, X)
+    assert smooth_imputer.residual_shrinkage_ < 0.1
+    filled, std = smooth_imputer.transform(X_missing, return_std=True)
+    # The independent model: the encoder's reconstruction.
+    plain = smooth_imputer.encoder_.reconstruct(X_missing)
+    error = np.mean((filled[missing] - X[missing]) ** 2)
+    assert error < 0.6 * np.mean((plain[missing] - X[missing]) ** 2)
+    np.testing.assert_array_equal(filled[~missing], X[~missing])
+    assert (std[~missing] == 0).all() and (std[missing] > 0).all()
+    coverage = np.mean(np.abs(filled[missing] - X[missing]) <= Z_90 * std[missing])
+    assert 0.85 <= coverage <= 0.95, coverage
+    # A row's imputation does not depend on its batch mates.
+    np.testing.assert_allclose(
+        smooth_imputer.transform(X_missing[4:5]), filled[4:5], rtol=1e-12
+    )
+
+
+def test_independent_residuals_are_the_encoders_reconstruction(smooth_imputer):
+    X = smooth_data(50, 4)
+    missing = np.random.RandomState(5).uniform(size=X.shape) < 0.3
+    X_missing = np.where(missing, np.nan, X)
+    imputer = clone(smooth_imputer).set_params(residuals="independent")
+    # The same encoder, without the residual model.
+    imputer.encoder_ = smooth_imputer.encoder_
+    imputer.residual_covariance_, imputer.variance_scale_ = None, 1.0
+    X_hat, std = imputer.encoder_.reconstruct(X_missing, return_std=True)
+    filled, filled_std = imputer.transform(X_missing, return_std=True)
+    np.testing.assert_array_equal(filled[missing], X_hat[missing])
+    np.testing.assert_array_equal(filled_std[missing], std[missing])
+
+
+def test_correlated_residuals_need_the_squared_error():
+    X = np.random.RandomState(6).uniform(size=(60, 5))
+    encoder = GradientFlowEncoder(
+        n_components=1, loss="bce", hidden_layer_sizes=(4,), max_iter=2
+    )
+    with pytest.raises(ValueError, match="loss='mse'"):
+        GradientFlowImputer(encoder, residuals="correlated").fit(X)
+    imputer = GradientFlowImputer(encoder).fit(X)
+    assert imputer.residual_covariance_ is None
+    assert imputer.residual_shrinkage_ == 1.0
+
+
+def test_without_held_out_samples_the_imputations_are_reconstructions():
+    X = smooth_data(60, 7)
+    X[::3, 5] = np.nan
+    encoder = GradientFlowEncoder(
+        n_components=1, hidden_layer_sizes=(8,), max_iter=3, early_stopping=False
+    )
+    imputer = GradientFlowImputer(encoder, residuals="correlated").fit(X)
+    assert imputer.residual_covariance_ is None
+    assert not hasattr(imputer.encoder_, "_split")
+    assert not hasattr(imputer.encoder_, "_keep_split")
+    np.testing.assert_array_equal(
+        imputer.transform(X)[::3, 5], imputer.encoder_.reconstruct(X)[::3, 5]
+    )

@@ -184,7 +184,7 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
             X_train.astype(np.float64) - self.encoder_.reconstruct(X_train)
         )
         shrinkage, variance_scale = choose_shrinkage(
-            correlation, noise, X_held_out, self._impute
+            correlation, noise, X_held_out, self._imputer_of
         )
         self.residual_shrinkage_ = float(shrinkage)
         self.variance_scale_ = variance_scale
@@ -193,11 +193,15 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
     def _impute(self, covariance, X):
         """Reconstructions of ``X`` whose missing entries are corrected by the
         residual model ``covariance``, and their predictive variances."""
+        return self._imputer_of(X)(covariance)
+
+    def _imputer_of(self, X):
+        """``impute(covariance)`` for the samples ``X``: they are encoded once,
+        for every residual model tried on them."""
         encoder = self.encoder_
         # encode, not transform: its output stays an array under set_output.
         Z = encoder.encode(X)
         X_hat = encoder.inverse_transform(Z).astype(np.float64)
-        variance = np.zeros(X.shape)
         rows = np.isnan(X).any(axis=1)
         if rows.any():
             decoder = encoder.decoder_
@@ -206,14 +210,18 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
                 Z[rows], dtype=parameter.dtype, device=parameter.device
             )
             jacobian = decoder_jacobian(decoder, codes).double().cpu().numpy()
-            X_hat[rows], variance[rows] = conditional_imputation(
-                covariance,
-                np.linalg.inv(encoder._code_covariance),
-                X[rows],
-                X_hat[rows],
-                jacobian * encoder.scale_,
-            )
-        return X_hat, variance
+            jacobian = jacobian * encoder.scale_
+            prior_precision = np.linalg.inv(encoder._code_covariance)
+
+        def impute(covariance):
+            values, variance = X_hat.copy(), np.zeros(X.shape)
+            if rows.any():
+                values[rows], variance[rows] = conditional_imputation(
+                    covariance, prior_precision, X[rows], X_hat[rows], jacobian
+                )
+            return values, variance
+
+        return impute
 
     def transform(self, X, return_std=False):
         """Fill the missing entries of ``X``.

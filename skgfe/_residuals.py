@@ -86,14 +86,15 @@ def residual_covariance(correlation, noise_variance, shrinkage):
     return shrunk * np.outer(scale, scale)
 
 
-def choose_shrinkage(correlation, noise_variance, held_out, impute, random_state=0):
+def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_state=0):
     """The shrinkage of :data:`SHRINKAGES` that imputes held-out samples best,
     and the factor on the predictive variance that calibrates its intervals.
 
     Entries of the ``held_out`` samples (which training did not fit) are hidden
     at random (:data:`HIDDEN_SHARE` of the observed ones, each row keeping one;
-    :data:`HIDING_ROUNDS` independent draws per sample) and imputed by ``impute(covariance, X_hidden)`` (returning values and
-    variances) under each candidate. The largest shrinkage whose squared error
+    :data:`HIDING_ROUNDS` independent draws per sample) and imputed under each
+    candidate by ``imputer_of(X_hidden)(covariance)`` (values and variances;
+    ``imputer_of`` encodes the samples once). The largest shrinkage whose squared error
     on the hidden entries is within :data:`ERROR_TOLERANCE` of the smallest wins
     (the simpler model unless the correlations clearly help: training residuals
     are smaller and more regular than those of new samples, so only held-out
@@ -114,11 +115,11 @@ def choose_shrinkage(correlation, noise_variance, held_out, impute, random_state
     if not rows.any():
         return 1.0, 1.0
     truth, hidden = held_out[rows], hidden[rows]
-    X_hidden = np.where(hidden, np.nan, truth)
+    impute = imputer_of(np.where(hidden, np.nan, truth))
     errors, standardised = [], []
     for shrinkage in SHRINKAGES:
         covariance = residual_covariance(correlation, noise_variance, shrinkage)
-        values, variance = impute(covariance, X_hidden)
+        values, variance = impute(covariance)
         error = values[hidden] - truth[hidden]
         errors.append(np.sum(error**2))
         standardised.append(np.abs(error) / np.sqrt(variance[hidden]))

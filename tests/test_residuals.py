@@ -80,11 +80,13 @@ def test_residual_correlation_of_complete_and_incomplete_rows():
     np.testing.assert_allclose(covariance[0, 1], 0.7 * 2.0 * correlation[0, 1])
 
 
-def gaussian_imputer(covariance, X):
+def gaussian_imputer(X):
     """Conditional means of a zero-mean Gaussian (no code: a zero Jacobian)."""
     n, p = X.shape
     zero = np.zeros((n, p))
-    return conditional_imputation(covariance, np.eye(1), X, zero, zero[:, None])
+    return lambda covariance: conditional_imputation(
+        covariance, np.eye(1), X, zero, zero[:, None]
+    )
 
 
 def test_shrinkage_follows_how_far_the_correlation_carries_over():
@@ -101,9 +103,8 @@ def test_shrinkage_follows_how_far_the_correlation_carries_over():
     # Its calibrated 90% intervals cover 90% of new samples' hidden entries.
     fresh = rng.randn(400, 12) @ np.linalg.cholesky(correlation).T
     hidden = rng.uniform(size=fresh.shape) < 0.3
-    values, variance = gaussian_imputer(
-        residual_covariance(correlation, noise, shrinkage),
-        np.where(hidden, np.nan, fresh),
+    values, variance = gaussian_imputer(np.where(hidden, np.nan, fresh))(
+        residual_covariance(correlation, noise, shrinkage)
     )
     inside = np.abs(values - fresh) <= Z_90 * np.sqrt(scale * variance)
     assert 0.87 <= inside[hidden].mean() <= 0.93

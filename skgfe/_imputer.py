@@ -164,7 +164,8 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         if self.residuals == "correlated" and not mse:
             raise ValueError(
                 "residuals='correlated' models Gaussian residuals and needs an "
-                f"encoder with loss='mse', got loss={self.encoder_.loss!r}. Use "
+                f"encoder with loss='mse', got loss="
+                f"{getattr(self.encoder_, 'loss', None)!r}. Use "
                 "residuals='independent' or 'auto'."
             )
         if self.residuals == "auto":
@@ -190,14 +191,11 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         self.variance_scale_ = variance_scale
         self.residual_covariance_ = residual_covariance(correlation, noise, shrinkage)
 
-    def _impute(self, covariance, X):
-        """Reconstructions of ``X`` whose missing entries are corrected by the
-        residual model ``covariance``, and their predictive variances."""
-        return self._imputer_of(X)(covariance)
-
     def _imputer_of(self, X):
-        """``impute(covariance)`` for the samples ``X``: they are encoded once,
-        for every residual model tried on them."""
+        """``impute(covariance)`` for the samples ``X``: their reconstructions
+        with the missing entries corrected by the residual model
+        ``covariance``, and the predictive variances. The samples are encoded
+        once, for every residual model tried on them."""
         encoder = self.encoder_
         # encode, not transform: its output stays an array under set_output.
         Z = encoder.encode(X)
@@ -247,7 +245,7 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         X = self._validate(X, reset=False)
         missing = np.isnan(X)
         if getattr(self, "residual_covariance_", None) is not None:
-            X_hat, variance = self._impute(self.residual_covariance_, X)
+            X_hat, variance = self._imputer_of(X)(self.residual_covariance_)
             variance = variance * self.variance_scale_
             X_hat = X_hat.astype(X.dtype, copy=False)
             std = np.sqrt(variance).astype(X.dtype, copy=False)

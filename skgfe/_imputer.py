@@ -98,6 +98,7 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
     >>> rng = np.random.RandomState(0)
     >>> t = rng.uniform(0, 1, (200, 1))
     >>> X = np.hstack([np.sin(3 * t + k) for k in np.linspace(0, 2, 12)])
+    >>> X += 0.05 * rng.normal(size=X.shape)
     >>> X_missing = X.copy()
     >>> X_missing[rng.uniform(size=X.shape) < 0.2] = np.nan
     >>> imputer = GradientFlowImputer(

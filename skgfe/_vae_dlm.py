@@ -225,6 +225,10 @@ default='gelu'
 
     n_iter_no_change : int, default=10
         Checks without progress before training stops.
+        A plateau never ends ``fit`` before 1000 optimiser steps (unless
+        ``max_iter`` does): a small network can sit on a validation plateau for
+        hundreds of steps before its loss falls. The best measured weights are
+        kept either way.
 
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the **trajectories** (all rows that

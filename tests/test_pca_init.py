@@ -92,6 +92,7 @@ def test_untrained_model_is_refitted_on_all_data_when_training_never_beats_it(
         return original(self, X) + (0.0 if len(calls) == 1 else 1e3)
 
     monkeypatch.setattr(GradientFlowEncoder, "_validation_loss", worse_after_training)
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 0)  # count checks
     gfe = GradientFlowEncoder(
         n_components=4, hidden_layer_sizes=(16,), max_iter=200, random_state=0
     )

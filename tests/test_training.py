@@ -10,9 +10,17 @@ from skgfe._training import (
     LEARNING_RATE_RETRIES,
     LEARNING_RATE_RETRY_FACTOR,
     MIN_STEPS_PER_CHECK,
+    MIN_TRAINING_STEPS,
     epochs_per_check,
     run_epochs,
 )
+
+
+@pytest.fixture(autouse=True)
+def no_step_floor(monkeypatch):
+    """The scripted tests count plateaus in a few steps: no floor of steps
+    (its own tests set one)."""
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 0)
 
 
 class ScriptedEstimator:
@@ -167,6 +175,51 @@ def test_starting_weights_are_kept_when_training_only_makes_them_worse():
     outcome = run(est, **EVERY_EPOCH, n_epochs=4)
     assert outcome.stopped_early and outcome.kept_start
     assert est.weight.item() == 0.0 and est.best_loss_ == 1.0
+
+
+def test_no_plateau_stops_training_before_the_floor_of_steps(monkeypatch):
+    # Ten steps an epoch, a floor of 45 steps: the plateau of epochs 2 and 3
+    # (patience 2) does not stop training; the first check once 45 steps are
+    # made (after epoch 5) does, and the big drop of epoch 5 is kept.
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 45)
+    losses = [3.0, 2.0, 1.9, 1.85, 1.8, 1.0, 1.0, 1.0, 1.0, 1.0]
+    est = every_epoch(losses, tol=0.1, n_iter_no_change=2)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=9)
+    assert outcome.stopped_early and outcome.reason == "plateau"
+    assert est.n_iter_ == 7  # epoch 5 improved, epochs 6 and 7 did not
+    assert est.best_loss_ == 1.0 and outcome.best_epoch == 5
+
+
+def test_a_plateau_in_the_last_epoch_below_the_floor_is_a_plateau(monkeypatch):
+    # The epoch budget ends training before the floor; a plateau at its end is
+    # convergence, not "max_iter reached while improving".
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 1000)
+    losses = [3.0, 2.0, 1.9, 1.85, 1.8]
+    est = every_epoch(losses, tol=0.1, n_iter_no_change=2)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=4)
+    assert est.n_iter_ == 4
+    assert outcome.stopped_early and outcome.reason == "plateau"
+
+
+def test_default_fits_make_the_floor_of_steps(monkeypatch):
+    # A real estimator with a plateau test that fires at once (tol=0.5,
+    # patience 1) still trains MIN_TRAINING_STEPS optimiser steps: 180 training
+    # samples in 3 minibatches an epoch, progress checked every 4 epochs.
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", MIN_TRAINING_STEPS)
+    from skgfe import Autoencoder
+
+    X = np.random.RandomState(0).randn(200, 4)
+    est = Autoencoder(
+        n_components=2,
+        hidden_layer_sizes=(8,),
+        tol=0.5,
+        n_iter_no_change=1,
+        max_iter=1000,
+        random_state=0,
+    ).fit(X)
+    floor = -(-MIN_TRAINING_STEPS // 3)
+    assert floor <= est.n_iter_ < floor + 4
+    assert MIN_TRAINING_STEPS >= 500
 
 
 def test_plateau_stops_training():

@@ -215,11 +215,20 @@ class BaseDecoderTransformer(
         X_train = self._scale(self._to_tensor(X))
         X_val = None
         n_val = max(1, int(round(self.validation_fraction * len(X_train))))
-        # With a single sample there is nothing to hold out: monitor the
-        # training loss instead.
-        if self.early_stopping and not incremental and len(X_train) > n_val:
-            order = self._validation_split(X_train, generator, new_model)
-            X_val, X_train = X_train[order[:n_val]], X_train[order[n_val:]]
+        if self.early_stopping and not incremental:
+            if len(X_train) > n_val:
+                order = self._validation_split(X_train, generator, new_model)
+                X_val, X_train = X_train[order[:n_val]], X_train[order[n_val:]]
+            else:
+                warn_user(
+                    f"early_stopping=True with validation_fraction="
+                    f"{self.validation_fraction} holds out all {len(X_train)} "
+                    "training samples and leaves none to train on: training "
+                    "monitors the training loss instead (as with "
+                    "early_stopping=False). Lower validation_fraction or pass "
+                    "more samples.",
+                    UserWarning,
+                )
         if new_model:
             self._fit_starting_weights(X_train)
         return X_train, X_val

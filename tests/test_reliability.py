@@ -283,3 +283,16 @@ def test_codes_that_overflow_float32_raise_a_clear_error(cls):
     match = r"not finite for [1-4] of 6 codes: the codes lie so far outside.*float32"
     with pytest.raises(FloatingPointError, match=match):
         model.inverse_transform(codes)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_early_stopping_without_room_for_a_validation_split_says_so(cls, X):
+    # validation_fraction=0.9 of 3 samples holds out all 3: training monitors
+    # the training loss, as without early stopping, and says so.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(UserWarning, match="holds out all 3 training samples"):
+            model = small(cls, validation_fraction=0.9).fit(X[:3])
+        quiet = small(cls, validation_fraction=0.5).fit(X[:3])
+    assert model.validation_scores_ == [] and model.best_validation_score_ is None
+    assert len(quiet.validation_scores_) > 0

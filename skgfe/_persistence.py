@@ -73,6 +73,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _TRANSIENT = {
     "_optimizer",
     "_train_codes",
+    "_train_samples",
     "_final_train_codes",
     # The training / held-out split, kept for GradientFlowImputer's fit.
     "_keep_split",
@@ -150,6 +151,9 @@ _FITTED_OPTIONAL = {
     ),
     # GradientFlowEncoder with init='random': the seed of the start codes.
     "_random_start_seed": _is_int,
+    # GradientFlowEncoder with init='amortized': how many training samples
+    # (and their codes) the nearest-sample start keeps.
+    "_n_neighbour_samples": _is_int,
     # fit (not partial_fit): whether training kept the weights it started from.
     "kept_start_": lambda v: isinstance(v, bool),
     # set_output's configuration.
@@ -232,12 +236,15 @@ _VAE_DLM = _Schema(
     dtype_attributes=lambda fit_dtype, dtype: {},
     data_dtype=lambda estimator: estimator.x_mean_.dtype,
 )
-# GradientFlowEncoder.fit's start encoder (init='amortized'): None after
-# partial_fit, or with another init.
+# GradientFlowEncoder.fit's start encoder and kept training codes
+# (init='amortized'): None after partial_fit, or with another init.
 _GFE = dataclasses.replace(
     _DECODER_TRANSFORMERS,
-    other=_DECODER_TRANSFORMERS.other | {"_start_encoder"},
-    optional_modules={"_start_encoder": "_build_start_encoder"},
+    other=_DECODER_TRANSFORMERS.other | {"_start_encoder", "_neighbour_codes"},
+    optional_modules={
+        "_start_encoder": "_build_start_encoder",
+        "_neighbour_codes": "_build_neighbour_codes",
+    },
 )
 SCHEMAS = {
     "GradientFlowEncoder": _GFE,

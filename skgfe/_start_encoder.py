@@ -1,21 +1,25 @@
 """The amortized start of a GradientFlowEncoder's flows.
 
 ``transform`` finds each sample's code by a solve in latent space; the closer
-its start, the fewer decoder evaluations it takes. After ``fit`` trains the
+its start, the fewer decoder evaluations it takes, and on a curved manifold the
+start also decides which fold the solve ends on. After ``fit`` trains the
 decoder, :func:`fit_start_encoder` fits a small network from the training
-samples to their codes, and :func:`amortized_start_codes` starts each sample at
-the better (by its reconstruction loss) of that network's guess and the linear
-start. The code the flow returns is still a stationary point of the decoder's
-loss: the network only moves where the solve starts.
+samples to their codes, :func:`fit_neighbour_codes` keeps (a subset of) the
+training samples with their codes, and :func:`amortized_start_codes` starts
+each sample at the best (by its reconstruction loss) of the linear start, the
+network's guess and the code of its nearest training sample. The code the flow
+returns is still a stationary point of the decoder's loss: these only move
+where the solve starts.
 
-The network is an :class:`~skgfe._networks.MLP`, whose rows are computed
-independently of their batch mates, so the start of a sample, like its code,
-does not depend on its batch.
+The network is an :class:`~skgfe._networks.MLP`, and the nearest training
+sample is found over the same fixed-size blocks of rows, so the start of a
+sample, like its code, does not depend on its batch.
 """
 
 import torch
+from torch import nn
 
-from ._networks import make_mlp
+from ._networks import _pad_to_blocks, _unpad, make_mlp
 from ._training import make_optimizer
 
 # One hidden layer of this width, as the prototype's MLPRegressor (issue 23).
@@ -112,12 +116,121 @@ def fit_start_encoder(X, Z, activation, generator):
     return network.requires_grad_(False)
 
 
-def amortized_start_codes(encoder, decoder, loss_function, X, linear_codes):
-    """Per row of ``X``, the better start of the encoder's and the linear one.
+# The most training samples kept for the nearest-sample start. Finding a
+# sample's nearest one costs about as much as one decoder evaluation per 100
+# kept samples and hidden units alike; 1000 keeps it well below a solve.
+NEIGHBOUR_POOL_SIZE = 1000
+
+
+def nearest_codes(X, samples, codes):
+    """The code of each row's nearest sample (Euclidean) in ``samples``.
 
     Parameters
     ----------
-    encoder : MLP
+    X : torch.Tensor of shape (n_samples, n_features)
+        Scaled samples; a row with a missing entry (NaN) gets NaN codes.
+    samples : torch.Tensor of shape (n_pool, n_features)
+        Scaled samples; those with a missing entry are never chosen.
+    codes : torch.Tensor of shape (n_pool, n_components)
+        Their codes.
+
+    Returns
+    -------
+    codes : torch.Tensor of shape (n_samples, n_components)
+    """
+    missing = torch.isnan(X).any(dim=1)
+    usable = ~torch.isnan(samples).any(dim=1)
+    if not usable.any():
+        return X.new_full((len(X), codes.shape[1]), torch.nan)
+    samples = samples[usable].to(X.dtype)
+    # |x - s|^2 = |x|^2 - 2 x.s + |s|^2; |x|^2 is the same for every s. The
+    # products run over fixed blocks of rows (as MLP's layers), so that a row's
+    # nearest sample does not depend on its batch mates.
+    blocks = _pad_to_blocks(X.nan_to_num(0.0))
+    distances = samples.pow(2).sum(dim=1) - 2 * torch.matmul(blocks, samples.T)
+    nearest = _unpad(distances, X.shape[0]).argmin(dim=1)
+    found = codes[usable].to(X.dtype)[nearest]
+    return torch.where(missing[:, None], torch.nan, found)
+
+
+class NeighbourCodes(nn.Module):
+    """Training samples and their codes, for the nearest-sample start.
+
+    Buffers, not parameters: saved with the model's weights and moved with it
+    between devices.
+    """
+
+    def __init__(self, samples, codes):
+        super().__init__()
+        self.register_buffer("samples", samples)
+        self.register_buffer("codes", codes)
+
+    def forward(self, X):
+        return nearest_codes(X, self.samples, self.codes)
+
+
+def fit_neighbour_codes(X, Z, generator):
+    """Keep up to ``NEIGHBOUR_POOL_SIZE`` complete training samples and codes.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Scaled training samples (rows with a missing entry are left out).
+    Z : torch.Tensor of shape (n_samples, n_components)
+        Their codes (rows that are not finite are left out).
+    generator : torch.Generator
+        Draws the subset when there are more rows than the pool holds.
+
+    Returns
+    -------
+    neighbours : NeighbourCodes or None
+        None when no row remains.
+    """
+    keep = (~torch.isnan(X).any(dim=1) & torch.isfinite(Z).all(dim=1)).nonzero()
+    keep = keep.squeeze(1)
+    if len(keep) == 0:
+        return None
+    if len(keep) > NEIGHBOUR_POOL_SIZE:
+        chosen = torch.randperm(len(keep), generator=generator)[:NEIGHBOUR_POOL_SIZE]
+        keep = keep[chosen.sort().values.to(keep.device)]
+    return NeighbourCodes(X[keep].clone(), Z[keep].to(X.dtype).clone())
+
+
+def build_neighbour_codes(n_samples, n_features, n_components, dtype, device):
+    """Empty :class:`NeighbourCodes` of the given size (loading a saved model)."""
+    return NeighbourCodes(
+        torch.zeros((n_samples, n_features), dtype=dtype, device=device),
+        torch.zeros((n_samples, n_components), dtype=dtype, device=device),
+    )
+
+
+def best_start_codes(decoder, loss_function, X, candidates):
+    """Per row of ``X``, the candidate code of lowest reconstruction loss.
+
+    ``candidates[0]`` must be finite (the linear start); a later candidate's
+    row that is not finite (NaN for a sample it cannot take) is never chosen.
+    """
+    best = candidates[0]
+    with torch.no_grad():
+        best_loss = loss_function(decoder(best), X)
+        for candidate in candidates[1:]:
+            usable = torch.isfinite(candidate).all(dim=1)
+            loss = loss_function(decoder(candidate.nan_to_num(0.0)), X)
+            better = usable & (loss < best_loss)
+            best = torch.where(better[:, None], candidate, best)
+            best_loss = torch.where(better, loss, best_loss)
+    return best
+
+
+def amortized_start_codes(
+    encoder, decoder, loss_function, X, linear_codes, neighbours=None
+):
+    """Per row of ``X``, the best start of the encoder's, the nearest training
+    sample's code and the linear one.
+
+    Parameters
+    ----------
+    encoder : MLP or None
         The start encoder of :func:`fit_start_encoder`.
     decoder : torch.nn.Module
         The fitted decoder.
@@ -127,28 +240,29 @@ def amortized_start_codes(encoder, decoder, loss_function, X, linear_codes):
         Scaled samples, NaN for a missing entry.
     linear_codes : torch.Tensor of shape (n_samples, n_components)
         Their linear starts.
+    neighbours : NeighbourCodes or None
+        The training samples and codes of :func:`fit_neighbour_codes`.
 
     Returns
     -------
     codes : torch.Tensor of shape (n_samples, n_components)
-        The encoder's code where its reconstruction loss is lower than the
-        linear code's, else the linear code (always for rows with missing
-        entries, which the encoder cannot take, and where the encoder's loss is
-        not finite).
+        The candidate of lowest reconstruction loss; the linear code for rows
+        with missing entries (which the encoder and the nearest-sample search
+        cannot take) and wherever another candidate's loss is not finite.
     """
     complete = ~torch.isnan(X).any(dim=1)
     if not complete.any():
         return linear_codes
     with torch.no_grad():
-        # Every row through the encoder (missing entries as zeros, their
-        # guesses discarded), so that each keeps its place in the row blocks.
-        guesses = encoder(X.nan_to_num(0.0))
         rows = complete.nonzero().squeeze(1)
-        x = X[rows]
-        start = linear_codes[rows]
-        better = loss_function(decoder(guesses[rows]), x) < loss_function(
-            decoder(start), x
-        )
+        candidates = [linear_codes[rows]]
+        if encoder is not None:
+            # Every row through the encoder (missing entries as zeros, their
+            # guesses discarded), so that each keeps its place in the row
+            # blocks.
+            candidates.append(encoder(X.nan_to_num(0.0))[rows])
+        if neighbours is not None:
+            candidates.append(neighbours(X[rows]))
         codes = linear_codes.clone()
-        codes[rows] = torch.where(better[:, None], guesses[rows], start)
+        codes[rows] = best_start_codes(decoder, loss_function, X[rows], candidates)
         return codes

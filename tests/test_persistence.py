@@ -188,13 +188,17 @@ def test_files_hold_weights_and_description(saved, fitted):
     assert config["fitted"]["best_loss_"] == {"__float__": "inf"}
     tensors = load_tensors((saved / WEIGHTS_FILE).read_bytes())
     model = fitted[GradientFlowEncoder, np.float64]
-    # The decoder, the scaling's mean and init='amortized''s start encoder.
+    # The decoder, the scaling's mean and init='amortized''s start encoder and
+    # kept training samples with their codes.
     assert set(tensors) == {"mean_"} | {
         f"{name}.{k}"
-        for name in ("decoder_", "_start_encoder")
+        for name in ("decoder_", "_start_encoder", "_neighbour_codes")
         for k in getattr(model, name).state_dict()
     }
-    assert config["modules"] == ["_start_encoder", "decoder_"]
+    assert config["modules"] == ["_neighbour_codes", "_start_encoder", "decoder_"]
+    assert config["fitted"]["_n_neighbour_samples"] == len(
+        model._neighbour_codes.samples
+    )
     data = (saved / WEIGHTS_FILE).read_bytes()
     assert config["weights"]["sha256"] == hashlib.sha256(data).hexdigest()
 

@@ -9,7 +9,12 @@ import torch
 from _helpers import assert_codes_do_not_depend_on_the_batch, fit_quietly, variant
 
 from skgfe import GradientFlowEncoder, load, save
-from skgfe._start_encoder import fit_start_encoder
+from skgfe._start_encoder import (
+    NEIGHBOUR_POOL_SIZE,
+    fit_neighbour_codes,
+    fit_start_encoder,
+    nearest_codes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +33,9 @@ def start_losses(gfe, X):
 
 
 def without_encoder(gfe, **params):
+    """``gfe`` without the start encoder and the kept training codes."""
     model = variant(gfe, **params)
-    model._start_encoder = None
+    model._start_encoder = model._neighbour_codes = None
     return model
 
 
@@ -89,9 +95,10 @@ def test_save_load_and_pickle_keep_the_encoder(fitted, tmp_path):
     gfe, X = fitted
     Z = gfe.transform(X)
     loaded = load(save(gfe, tmp_path / "gfe"))
-    assert loaded._start_encoder is not None
-    for name, tensor in gfe._start_encoder.state_dict().items():
-        assert torch.equal(loaded._start_encoder.state_dict()[name], tensor)
+    for module in ("_start_encoder", "_neighbour_codes"):
+        assert getattr(loaded, module) is not None
+        for name, tensor in getattr(gfe, module).state_dict().items():
+            assert torch.equal(getattr(loaded, module).state_dict()[name], tensor)
     np.testing.assert_array_equal(loaded.transform(X), Z)
     unpickled = pickle.loads(pickle.dumps(gfe))
     np.testing.assert_array_equal(unpickled.transform(X), Z)
@@ -103,12 +110,13 @@ def test_partial_fit_drops_the_encoder_and_fit_trains_a_new_one(fitted, tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.partial_fit(X[:100])
-    assert model._start_encoder is None
+    assert model._start_encoder is None and model._neighbour_codes is None
     Z = model.transform(X[:50])
     assert np.all(np.isfinite(Z))
     np.testing.assert_array_equal(Z, variant(model, init="linear").transform(X[:50]))
     loaded = load(save(model, tmp_path / "partial"))
     assert getattr(loaded, "_start_encoder", None) is None
+    assert getattr(loaded, "_neighbour_codes", None) is None
     np.testing.assert_array_equal(loaded.transform(X[:50]), Z)
     # A warm-started fit trains a new encoder for its new decoder.
     fit_quietly(model.set_params(warm_start=True, max_iter=2), X[:200])
@@ -159,3 +167,53 @@ def test_encoder_only_for_the_amortized_start_and_seeded(digits_split):
     )
     for name, tensor in first._start_encoder.state_dict().items():
         assert torch.equal(second._start_encoder.state_dict()[name], tensor)
+
+
+def test_nearest_codes_match_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    samples, X = rng.normal(size=(70, 5)), rng.normal(size=(45, 5))
+    codes = rng.normal(size=(70, 2))
+    X[3, 1] = np.nan
+    # A pool sample with a missing entry is never chosen: X's first row is it.
+    X[0], samples[9, 2] = samples[9], np.nan
+    found = nearest_codes(*map(torch.from_numpy, (X, samples, codes))).numpy()
+    distances = ((X[:, None, :] - samples[None]) ** 2).sum(axis=2)
+    distances[:, 9] = np.inf
+    expected = codes[distances.argmin(axis=1)]
+    complete = ~np.isnan(X).any(axis=1)
+    np.testing.assert_array_equal(found[complete], expected[complete])
+    assert np.all(np.isnan(found[3]))
+    assert not np.array_equal(found[0], codes[9])
+    empty = torch.full((4, 5), torch.nan, dtype=torch.float64)
+    assert torch.isnan(nearest_codes(torch.from_numpy(X), empty, codes[:4])).all()
+
+
+def test_neighbour_pool_keeps_complete_rows_up_to_its_size():
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(NEIGHBOUR_POOL_SIZE + 50, 3, dtype=torch.float64)
+    Z = X[:, :2].clone()
+    X[0, 0] = torch.nan
+    Z[1, 0] = torch.inf
+    kept = fit_neighbour_codes(X, Z, generator)
+    assert kept.samples.shape == (NEIGHBOUR_POOL_SIZE, 3)
+    assert torch.isfinite(kept.samples).all() and torch.isfinite(kept.codes).all()
+    # Each kept sample keeps its own code.
+    torch.testing.assert_close(kept.codes, kept.samples[:, :2], rtol=0, atol=0)
+    assert fit_neighbour_codes(X[:1], Z[:1], generator) is None
+
+
+def test_curved_manifold_is_encoded_on_the_right_fold():
+    """S-curve, 200 samples: the fold of a held-out sample depends on its start.
+
+    From the linear start alone (in validation and transform) default GFE
+    kept early weights and reached 0.063 of the data's variance on this seed
+    (0.073 over 3 seeds, the Autoencoder 0.022); measured since: 0.012-0.024.
+    """
+    from sklearn.datasets import make_s_curve
+
+    X = make_s_curve(700, noise=0.05, random_state=1)[0]
+    X_train, X_test = X[:200], X[200:]
+    gfe = fit_quietly(GradientFlowEncoder(n_components=2, random_state=1), X_train)
+    reconstructed = gfe.inverse_transform(gfe.transform(X_test))
+    error = np.mean((X_test - reconstructed) ** 2) / np.mean(X_test.var(axis=0))
+    assert error < 0.035

@@ -74,6 +74,7 @@ _TRANSIENT = {
     "_optimizer",
     "_train_codes",
     "_train_samples",
+    "_train_pool",
     "_final_train_codes",
     # The training / held-out split, kept for GradientFlowImputer's fit.
     "_keep_split",
@@ -363,8 +364,9 @@ def save(estimator, path, *, overwrite=False):
     """Save a fitted skgfe estimator, or a pipeline holding some, without pickle.
 
     For an skgfe estimator the folder receives two files:
-    ``weights.safetensors`` (the weights of the torch modules and the means of
-    the internal scaling, in the
+    ``weights.safetensors`` (the weights of the torch modules, the means of
+    the internal scaling and, for a GradientFlowEncoder with the amortized
+    start, up to 1000 scaled training samples and their codes, in the
     `safetensors <https://huggingface.co/docs/safetensors>`_ format) and
     ``config.json`` (the class name, the parameters, the other fitted
     attributes, a format version and the SHA-256 of the weights file). Both

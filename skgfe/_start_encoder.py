@@ -116,10 +116,22 @@ def fit_start_encoder(X, Z, activation, generator):
     return network.requires_grad_(False)
 
 
-# The most training samples kept for the nearest-sample start. Finding a
-# sample's nearest one costs about as much as one decoder evaluation per 100
-# kept samples and hidden units alike; 1000 keeps it well below a solve.
+# The most training samples kept for the nearest-sample start (and searched
+# by the validation loss during training): the search costs n_features
+# multiply-adds per kept sample and encoded sample, and its distances take
+# NEIGHBOUR_POOL_SIZE numbers per row of a block of NEIGHBOUR_BLOCK_ROWS.
 NEIGHBOUR_POOL_SIZE = 1000
+NEIGHBOUR_BLOCK_ROWS = 4096
+
+
+def pool_rows(X):
+    """Indices of at most ``NEIGHBOUR_POOL_SIZE`` complete rows of ``X``,
+    evenly spaced over them (deterministic: no random draw)."""
+    complete = (~torch.isnan(X).any(dim=1)).nonzero().squeeze(1)
+    if len(complete) > NEIGHBOUR_POOL_SIZE:
+        spaced = torch.linspace(0, len(complete) - 1, NEIGHBOUR_POOL_SIZE)
+        complete = complete[spaced.round().long().to(complete.device)]
+    return complete
 
 
 def nearest_codes(X, samples, codes):
@@ -138,18 +150,22 @@ def nearest_codes(X, samples, codes):
     -------
     codes : torch.Tensor of shape (n_samples, n_components)
     """
-    missing = torch.isnan(X).any(dim=1)
+    found = X.new_full((len(X), codes.shape[1]), torch.nan)
     usable = ~torch.isnan(samples).any(dim=1)
     if not usable.any():
-        return X.new_full((len(X), codes.shape[1]), torch.nan)
+        return found
     samples = samples[usable].to(X.dtype)
+    codes = codes[usable].to(X.dtype)
+    squared_norms = samples.pow(2).sum(dim=1)
     # |x - s|^2 = |x|^2 - 2 x.s + |s|^2; |x|^2 is the same for every s. The
     # products run over fixed blocks of rows (as MLP's layers), so that a row's
-    # nearest sample does not depend on its batch mates.
-    blocks = _pad_to_blocks(X.nan_to_num(0.0))
-    distances = samples.pow(2).sum(dim=1) - 2 * torch.matmul(blocks, samples.T)
-    nearest = _unpad(distances, X.shape[0]).argmin(dim=1)
-    found = codes[usable].to(X.dtype)[nearest]
+    # nearest sample does not depend on its batch mates; chunks of rows bound
+    # the memory of the distances.
+    for rows in torch.arange(len(X), device=X.device).split(NEIGHBOUR_BLOCK_ROWS):
+        blocks = _pad_to_blocks(X[rows].nan_to_num(0.0))
+        distances = squared_norms - 2 * torch.matmul(blocks, samples.T)
+        found[rows] = codes[_unpad(distances, len(rows)).argmin(dim=1)]
+    missing = torch.isnan(X).any(dim=1)
     return torch.where(missing[:, None], torch.nan, found)
 
 
@@ -169,7 +185,7 @@ class NeighbourCodes(nn.Module):
         return nearest_codes(X, self.samples, self.codes)
 
 
-def fit_neighbour_codes(X, Z, generator):
+def fit_neighbour_codes(X, Z):
     """Keep up to ``NEIGHBOUR_POOL_SIZE`` complete training samples and codes.
 
     Parameters
@@ -178,21 +194,17 @@ def fit_neighbour_codes(X, Z, generator):
         Scaled training samples (rows with a missing entry are left out).
     Z : torch.Tensor of shape (n_samples, n_components)
         Their codes (rows that are not finite are left out).
-    generator : torch.Generator
-        Draws the subset when there are more rows than the pool holds.
 
     Returns
     -------
     neighbours : NeighbourCodes or None
-        None when no row remains.
+        The rows of :func:`pool_rows` among the usable ones; None when no row
+        remains.
     """
-    keep = (~torch.isnan(X).any(dim=1) & torch.isfinite(Z).all(dim=1)).nonzero()
-    keep = keep.squeeze(1)
+    usable = torch.isfinite(Z).all(dim=1)
+    keep = pool_rows(X.masked_fill(~usable[:, None], torch.nan))
     if len(keep) == 0:
         return None
-    if len(keep) > NEIGHBOUR_POOL_SIZE:
-        chosen = torch.randperm(len(keep), generator=generator)[:NEIGHBOUR_POOL_SIZE]
-        keep = keep[chosen.sort().values.to(keep.device)]
     return NeighbourCodes(X[keep].clone(), Z[keep].to(X.dtype).clone())
 
 
@@ -262,7 +274,8 @@ def amortized_start_codes(
             # blocks.
             candidates.append(encoder(X.nan_to_num(0.0))[rows])
         if neighbours is not None:
-            candidates.append(neighbours(X[rows]))
+            # Every row searched, as for the encoder: its place in the blocks.
+            candidates.append(neighbours(X)[rows])
         codes = linear_codes.clone()
         codes[rows] = best_start_codes(decoder, loss_function, X[rows], candidates)
         return codes

@@ -375,9 +375,11 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
         self._conclude_fit(
             outcome, X, y, new_model, incremental, X_val is not None, callback_ctx
         )
+        # The amortized start first: the error model's codes start from it, as
+        # transform's do.
+        self._fit_amortized_start(X_train, generator, incremental)
         if not incremental:
             self._fit_error_model(X_train, X_val)
-        self._fit_amortized_start(X_train, generator, incremental)
         return self
 
     def _can_resume(self, incremental):

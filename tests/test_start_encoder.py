@@ -189,17 +189,21 @@ def test_nearest_codes_match_a_brute_force_search():
 
 
 def test_neighbour_pool_keeps_complete_rows_up_to_its_size():
-    generator = torch.Generator().manual_seed(0)
     X = torch.randn(NEIGHBOUR_POOL_SIZE + 50, 3, dtype=torch.float64)
     Z = X[:, :2].clone()
     X[0, 0] = torch.nan
-    Z[1, 0] = torch.inf
-    kept = fit_neighbour_codes(X, Z, generator)
+    Z[-1, 0] = torch.inf
+    kept = fit_neighbour_codes(X, Z)
     assert kept.samples.shape == (NEIGHBOUR_POOL_SIZE, 3)
     assert torch.isfinite(kept.samples).all() and torch.isfinite(kept.codes).all()
-    # Each kept sample keeps its own code.
+    # Each kept sample keeps its own code; evenly spaced over the usable rows,
+    # first and last included.
     torch.testing.assert_close(kept.codes, kept.samples[:, :2], rtol=0, atol=0)
-    assert fit_neighbour_codes(X[:1], Z[:1], generator) is None
+    assert torch.equal(kept.samples[0], X[1]) and torch.equal(kept.samples[-1], X[-2])
+    assert len(torch.unique(kept.samples[:, 0])) == NEIGHBOUR_POOL_SIZE
+    small = fit_neighbour_codes(X[:10], Z[:10])
+    assert torch.equal(small.samples, X[1:10])
+    assert fit_neighbour_codes(X[:1], Z[:1]) is None
 
 
 def test_curved_manifold_is_encoded_on_the_right_fold():

@@ -345,16 +345,15 @@ def test_warm_codes_fit_and_cap_the_training_solves(
     assert start and calls[start[0]]["max_evals"] is None
     del calls[start[0]]
     # Training minibatches (35, 35 and 20 of the 90 training samples) versus
-    # the 10 validation samples (with warm codes, solved from their linear
-    # codes and again, those it suits, from their nearest training codes).
+    # the 10 validation samples.
     # After training, the start encoder's targets (init='amortized'): one full
     # solve of the 90 training rows, from their warm codes; then the error
     # model's solve of the 10 held-out rows.
     assert [c["n_rows"] for c in calls[-2:]] == [90, 10]
     assert all(c["max_evals"] is None for c in calls[-2:])
     del calls[-2:]
-    training = [c for c in calls if c["n_rows"] > 10]
-    validation = [c for c in calls if c["n_rows"] <= 10]
+    training = [c for c in calls if c["n_rows"] != 10]
+    validation = [c for c in calls if c["n_rows"] == 10]
     assert len(training) == 4 * 3 and len(validation) >= 2
     expected_cap = TRAINING_MAX_EVALS if warm_codes else None
     assert TRAINING_MAX_EVALS == 3

@@ -14,13 +14,12 @@ from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
 from ._missing import iterative_pca
 from ._networks import make_mlp, set_linear_path
 from ._start_encoder import (
+    NeighbourCodes,
     amortized_start_codes,
-    best_start_codes,
     build_neighbour_codes,
     build_start_encoder,
     fit_neighbour_codes,
     fit_start_encoder,
-    nearest_codes,
     pool_rows,
 )
 from ._torch_estimator import CHUNK_ROWS
@@ -702,11 +701,15 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             return super()._validation_loss(X)
         with torch.no_grad():
             pool = self._train_pool
-            candidates = [
+            neighbours = NeighbourCodes(self._train_samples[pool], codes[pool])
+            start = amortized_start_codes(
+                None,
+                self.decoder_,
+                self._loss_function,
+                X,
                 linear_path_codes(self.decoder_, X),
-                nearest_codes(X, self._train_samples[pool], codes[pool]),
-            ]
-            start = best_start_codes(self.decoder_, self._loss_function, X, candidates)
+                neighbours,
+            )
             z = self._flow(X, z0=start).z
             return self._loss_function(self.decoder_(z), X).mean().item()
 

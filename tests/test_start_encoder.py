@@ -9,6 +9,7 @@ import torch
 from _helpers import assert_codes_do_not_depend_on_the_batch, fit_quietly, variant
 
 from skgfe import GradientFlowEncoder, load, save
+from skgfe._flow.result import FlowResult, keep_better_solves
 from skgfe._start_encoder import (
     NEIGHBOUR_POOL_SIZE,
     fit_neighbour_codes,
@@ -126,22 +127,52 @@ def test_partial_fit_drops_the_encoder_and_fit_trains_a_new_one(fitted, tmp_path
     )
 
 
-def test_rows_with_missing_entries_start_from_the_linear_code(fitted):
+def test_rows_with_missing_entries_keep_the_better_of_two_solves(fitted):
+    """A row with missing entries is solved from its linear start and from its
+    nearest training sample's code (on its observed entries); it keeps the end
+    point of lower objective, so it ends no worse than from the linear start."""
     gfe, X = fitted
     X = X[:60].copy()
     X[::3, 5] = np.nan
+    X[1::3, 10:30] = np.nan
     incomplete = np.isnan(X).any(axis=1)
-    _, z0 = start_losses(gfe, X)
-    _, z0_lin = start_losses(variant(gfe, init="linear"), X)
-    np.testing.assert_array_equal(z0[incomplete], z0_lin[incomplete])
-    assert np.any(z0[~incomplete] != z0_lin[~incomplete])
     Z, info = gfe.encode(X, return_info=True)
     assert np.all(np.isfinite(Z)) and np.all(info["converged"])
-    # Complete rows are encoded as without their incomplete batch mates.
+    Z_lin, info_lin = variant(gfe, init="linear").encode(X, return_info=True)
+    assert np.all(info["loss"][incomplete] <= info_lin["loss"][incomplete] + 1e-12)
+    lower = info["loss"][incomplete] < info_lin["loss"][incomplete] - 1e-9
+    assert lower.any()
+    # Both solves are counted.
+    assert np.all(info["n_evals"][incomplete] > info_lin["n_evals"][incomplete] - 1)
+    # Rows keep their codes whatever their batch mates, complete or not.
     scale = max(1.0, np.abs(Z).max())
-    np.testing.assert_allclose(
-        gfe.transform(X[~incomplete]), Z[~incomplete], rtol=0, atol=1e-12 * scale
-    )
+    for rows in (~incomplete, incomplete, np.arange(len(X)) % 2 == 0):
+        np.testing.assert_allclose(
+            gfe.transform(X[rows]), Z[rows], rtol=0, atol=1e-12 * scale
+        )
+
+
+def test_keep_better_solves_takes_the_lower_loss_per_row():
+    def result(z, loss, evals):
+        n = len(loss)
+        return FlowResult(
+            z=torch.tensor(z, dtype=torch.float64),
+            loss=torch.tensor(loss, dtype=torch.float64),
+            grad_norm=torch.tensor(loss, dtype=torch.float64),
+            n_steps=torch.ones(n, dtype=torch.long),
+            n_evals=torch.tensor(evals),
+            status=torch.zeros(n, dtype=torch.long),
+            t=torch.full((n,), float("nan"), dtype=torch.float64),
+            tol=1e-3,
+        )
+
+    first = result([[0.0], [1.0], [2.0], [3.0]], [1.0, 1.0, 1.0, 1.0], [2, 2, 2, 2])
+    second = result([[10.0], [20.0], [30.0]], [0.5, 2.0, float("nan")], [3, 4, 5])
+    merged = keep_better_solves(first, second, torch.tensor([0, 2, 3]))
+    assert merged.z.squeeze(1).tolist() == [10.0, 1.0, 2.0, 3.0]
+    assert merged.loss.tolist() == [0.5, 1.0, 1.0, 1.0]
+    assert merged.n_evals.tolist() == [5, 2, 6, 7]
+    assert first.z[0, 0] == 0.0  # the inputs are left as they were
 
 
 def test_encoder_needs_enough_complete_samples():
@@ -174,18 +205,28 @@ def test_nearest_codes_match_a_brute_force_search():
     samples, X = rng.normal(size=(70, 5)), rng.normal(size=(45, 5))
     codes = rng.normal(size=(70, 2))
     X[3, 1] = np.nan
+    X[4, [0, 2, 3]] = np.nan
+    X[5] = np.nan
     # A pool sample with a missing entry is never chosen: X's first row is it.
     X[0], samples[9, 2] = samples[9], np.nan
     found = nearest_codes(*map(torch.from_numpy, (X, samples, codes))).numpy()
-    distances = ((X[:, None, :] - samples[None]) ** 2).sum(axis=2)
+    # Distances over each row's observed entries.
+    differences = np.nan_to_num(X[:, None, :] - samples[None], nan=0.0)
+    distances = (differences**2).sum(axis=2)
     distances[:, 9] = np.inf
     expected = codes[distances.argmin(axis=1)]
-    complete = ~np.isnan(X).any(axis=1)
-    np.testing.assert_array_equal(found[complete], expected[complete])
-    assert np.all(np.isnan(found[3]))
+    observed = ~np.isnan(X).all(axis=1)
+    np.testing.assert_allclose(found[observed], expected[observed], rtol=0, atol=0)
+    assert np.all(np.isnan(found[5]))
     assert not np.array_equal(found[0], codes[9])
     empty = torch.full((4, 5), torch.nan, dtype=torch.float64)
     assert torch.isnan(nearest_codes(torch.from_numpy(X), empty, codes[:4])).all()
+    # A row's nearest sample does not depend on its batch mates.
+    for rows in (slice(3, 5), slice(0, 1), slice(4, 45)):
+        alone = nearest_codes(
+            torch.from_numpy(X[rows]), *map(torch.from_numpy, (samples, codes))
+        )
+        np.testing.assert_array_equal(alone.numpy(), found[rows])
 
 
 def test_neighbour_pool_keeps_complete_rows_up_to_its_size():

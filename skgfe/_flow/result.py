@@ -57,6 +57,29 @@ class FlowResult:
         return (self.status == CONVERGED) | precise_enough
 
 
+def keep_better_solves(first, second, rows):
+    """``first`` with its ``rows`` replaced by ``second``'s where that ends lower.
+
+    ``second`` solved the samples ``rows`` of ``first`` again, from other
+    starts. Per row, the end point of lower (finite) loss is kept with its
+    diagnostics; ``n_evals`` counts the evaluations of both solves.
+    """
+    better = torch.isfinite(second.loss) & ~(second.loss >= first.loss[rows])
+    fields = {}
+    for name in ("z", "loss", "grad_norm", "n_steps", "status", "t"):
+        merged = getattr(first, name).clone()
+        chosen = torch.where(
+            better.view(-1, *[1] * (merged.dim() - 1)),
+            getattr(second, name),
+            merged[rows],
+        )
+        merged[rows] = chosen
+        fields[name] = merged
+    n_evals = first.n_evals.clone()
+    n_evals[rows] += second.n_evals
+    return FlowResult(**fields, n_evals=n_evals, tol=first.tol)
+
+
 def require_finite_start(loss, grad):
     """Raise when the loss or its gradient at the initial codes is not finite."""
     if not (torch.isfinite(loss).all() and torch.isfinite(grad).all()):

@@ -10,10 +10,12 @@ of its missing ones. The model here is Gaussian,
 
 ``S`` being the encoder's per-feature noise variance (``noise_variance_``,
 estimated on held-out samples), ``C`` the correlation matrix of the training
-residuals (pairwise over the entries both observe, clipped to positive
-semi-definite) and ``alpha`` a shrinkage towards independent residuals, the
-one that best imputes entries hidden from held-out samples (``alpha = 1`` is
-the independent model that :meth:`GradientFlowEncoder.reconstruct` assumes).
+residuals (when they miss entries, estimated by EM for a zero-mean Gaussian up
+to :data:`EM_MAX_FEATURES` features, else pairwise over the entries both
+observe and clipped to positive semi-definite) and ``alpha`` a shrinkage
+towards independent residuals, the one that best imputes entries hidden from
+held-out samples (``alpha = 1`` is the independent model that
+:meth:`GradientFlowEncoder.reconstruct` assumes).
 
 Given a sample's code ``z``, observed entries ``O`` and missing ones ``M``
 (the decoder's Jacobian ``J = dD/dz`` in the data's units), the imputation
@@ -51,6 +53,14 @@ HIDING_ROUNDS = 4
 ERROR_TOLERANCE = 0.02
 # Half-width of a two-sided 90% Gaussian interval, in standard deviations.
 Z_90 = 1.6448536269514722
+# Residuals with missing entries: EM estimates of their second moments up to
+# this many features (each iteration costs about n_features ** 3 operations
+# per row), over at most EM_MAX_ROWS rows and EM_MAX_ITERATIONS iterations,
+# stopped once an iteration changes the estimate by less than EM_TOLERANCE.
+EM_MAX_FEATURES = 256
+EM_MAX_ROWS = 500
+EM_MAX_ITERATIONS = 10
+EM_TOLERANCE = 1e-2
 # Rows per batched factorisation: bounds the memory to a few p x p matrices each.
 _BYTES_PER_CHUNK = 2**27
 
@@ -58,15 +68,22 @@ _BYTES_PER_CHUNK = 2**27
 def residual_correlation(residuals):
     """Correlation matrix of residual rows with NaN for missing entries.
 
-    Each covariance entry is the mean product over the rows that observe both
-    features; the matrix is then clipped to positive semi-definite (its
-    negative eigenvalues set to 0) and normalised to a unit diagonal. A feature
-    without residual gets no correlation with the others.
+    The residuals' second moments (their covariance about zero): for complete
+    rows, the mean products; with missing entries and at most
+    :data:`EM_MAX_FEATURES` features, the maximum-likelihood estimate of a
+    zero-mean Gaussian by EM (:func:`em_second_moments`); with more features,
+    each entry's mean product over the rows that observe both features. The
+    matrix is then clipped to positive semi-definite (its negative eigenvalues
+    set to 0) and normalised to a unit diagonal. A feature without residual
+    gets no correlation with the others.
     """
     observed = ~np.isnan(residuals)
-    filled = np.where(observed, residuals, 0.0)
-    counts = observed.T.astype(np.float64) @ observed.astype(np.float64)
-    covariance = filled.T @ filled / np.maximum(counts, 1.0)
+    if not observed.all() and residuals.shape[1] <= EM_MAX_FEATURES:
+        covariance = em_second_moments(residuals)
+    else:
+        filled = np.where(observed, residuals, 0.0)
+        counts = observed.T.astype(np.float64) @ observed.astype(np.float64)
+        covariance = filled.T @ filled / np.maximum(counts, 1.0)
     values, vectors = np.linalg.eigh(covariance)
     covariance = (vectors * np.clip(values, 0.0, None)) @ vectors.T
     scale = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
@@ -76,6 +93,64 @@ def residual_correlation(residuals):
     correlation = covariance * np.outer(inverse, inverse)
     np.fill_diagonal(correlation, 1.0)
     return correlation
+
+
+def em_second_moments(residuals):
+    """Second moments of zero-mean Gaussian rows with missing entries, by EM.
+
+    Each iteration fills a row's missing entries with their conditional mean
+    given its observed ones under the current estimate and adds their
+    conditional covariance (Little and Rubin, *Statistical Analysis with
+    Missing Data*, section 11.2). The mean products over the rows that observe
+    both features (pairwise deletion) mix rows whose residuals were fitted to
+    different entries, and their clipped matrix lends strong, spurious
+    correlations: spectra trained with 30% of the entries missing imputed at
+    1.00 of the mean imputer's error with nearly unshrunk correlations, 0.13
+    at the best shrinkage; with these estimates 0.084 and 0.079.
+
+    At most :data:`EM_MAX_ROWS` rows (evenly spaced) and
+    :data:`EM_MAX_ITERATIONS` iterations; it stops once an iteration changes
+    the matrix by less than :data:`EM_TOLERANCE` of its norm.
+    """
+    R = torch.as_tensor(residuals, dtype=torch.float64)
+    R = R[~torch.isnan(R).all(dim=1)]
+    if len(R) > EM_MAX_ROWS:
+        R = R[torch.linspace(0, len(R) - 1, EM_MAX_ROWS).round().long()]
+    missing = torch.isnan(R)
+    R = R.nan_to_num(0.0)
+    n_rows, n_features = R.shape
+    counts = (~missing).sum(dim=0).clamp(min=1)
+    moments = torch.diag(R.pow(2).sum(dim=0) / counts)
+    # Each row's missing entries, gathered into the first places of a row of
+    # the chunk's widest count (the other places: padding).
+    width = int(missing.sum(dim=1).max())
+    order = torch.argsort((~missing).to(torch.int8), dim=1, stable=True)
+    index = order[:, :width]
+    valid = torch.arange(width) < missing.sum(dim=1, keepdim=True)
+    pair = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    eye = torch.eye(n_features, dtype=torch.float64)
+    for _ in range(EM_MAX_ITERATIONS):
+        # Given the observed entries O, the missing ones M of a zero-mean
+        # Gaussian of precision K are N(-K_MM^-1 K_MO x_O, K_MM^-1). A jitter
+        # keeps K finite where a feature's residual is (nearly) constant.
+        jitter = 1e-9 * moments.diagonal().mean() + 1e-300
+        precision = torch.linalg.inv(moments + jitter * eye)
+        block = precision[index.unsqueeze(-1), index.unsqueeze(-2)]
+        block = torch.where(pair, block, torch.eye(width, dtype=torch.float64))
+        coupling = torch.gather(R @ precision, 1, index) * valid
+        factor = torch.linalg.cholesky(block)
+        mean = -torch.cholesky_solve(coupling.unsqueeze(-1), factor).squeeze(-1)
+        conditional = torch.cholesky_inverse(factor) * pair
+        filled = R.scatter(1, index, torch.where(valid, mean, R.gather(1, index)))
+        total = filled.T @ filled
+        flat = index.unsqueeze(-1) * n_features + index.unsqueeze(-2)
+        total.view(-1).index_add_(0, flat[pair], conditional[pair])
+        updated = total / n_rows
+        change = torch.linalg.matrix_norm(updated - moments)
+        moments = updated
+        if change <= EM_TOLERANCE * torch.linalg.matrix_norm(moments):
+            break
+    return moments.numpy()
 
 
 def residual_covariance(correlation, noise_variance, shrinkage):

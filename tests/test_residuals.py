@@ -8,10 +8,12 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from skgfe import GradientFlowEncoder, GradientFlowImputer
+from skgfe import _residuals as residuals_module
 from skgfe._residuals import (
     SHRINKAGES,
     choose_shrinkage,
     conditional_imputation,
+    em_second_moments,
     residual_correlation,
     residual_covariance,
 )
@@ -62,6 +64,22 @@ def test_conditional_imputation_matches_the_textbook_formulas():
     np.testing.assert_allclose(alone[1], variance[5:6], rtol=1e-14)
 
 
+def test_many_features_use_pairwise_deletion(monkeypatch):
+    rng = np.random.RandomState(4)
+    R = rng.randn(100, 5) @ rng.randn(5, 5)
+    R[rng.uniform(size=R.shape) < 0.2] = np.nan
+    monkeypatch.setattr(residuals_module, "EM_MAX_FEATURES", 4)
+    pairwise = np.ma.dot(np.ma.masked_invalid(R).T, np.ma.masked_invalid(R))
+    counts = (~np.isnan(R)).T.astype(float) @ (~np.isnan(R)).astype(float)
+    moments = np.asarray(pairwise) / counts
+    values, vectors = np.linalg.eigh(moments)
+    clipped = (vectors * np.clip(values, 0, None)) @ vectors.T
+    scale = np.sqrt(np.diag(clipped))
+    np.testing.assert_allclose(
+        residual_correlation(R), clipped / np.outer(scale, scale), atol=1e-12
+    )
+
+
 def test_residual_correlation_of_complete_and_incomplete_rows():
     rng = np.random.RandomState(1)
     R = rng.randn(300, 4) @ rng.randn(4, 4)
@@ -78,6 +96,53 @@ def test_residual_correlation_of_complete_and_incomplete_rows():
     covariance = residual_covariance(correlation, np.array([1.0, 4.0, 9.0, 1.0]), 0.3)
     np.testing.assert_allclose(np.diag(covariance), [1.0, 4.0, 9.0, 1.0])
     np.testing.assert_allclose(covariance[0, 1], 0.7 * 2.0 * correlation[0, 1])
+
+
+def em_by_rows(R, n_iter):
+    """The textbook EM of a zero-mean Gaussian with missing entries, row by row."""
+    observed = ~np.isnan(R)
+    p = R.shape[1]
+    S = np.diag(np.nansum(R**2, axis=0) / observed.sum(axis=0))
+    for _ in range(n_iter):
+        total = np.zeros((p, p))
+        for row, o in zip(R, observed):
+            m = ~o
+            filled, conditional = np.where(o, row, 0.0), np.zeros((p, p))
+            if m.any():
+                gain = np.linalg.solve(S[np.ix_(o, o)], S[np.ix_(o, m)])
+                filled[m] = gain.T @ row[o]
+                conditional[np.ix_(m, m)] = S[np.ix_(m, m)] - S[np.ix_(m, o)] @ gain
+            total += np.outer(filled, filled) + conditional
+        S = total / len(R)
+    return S
+
+
+def test_em_second_moments_match_the_textbook_iteration(monkeypatch):
+    rng = np.random.RandomState(2)
+    A = rng.randn(7, 7)
+    R = rng.multivariate_normal(np.zeros(7), A @ A.T / 7, size=200)
+    R[rng.uniform(size=R.shape) < 0.35] = np.nan
+    R[3] = np.nan  # a row without observed entries is left out
+    monkeypatch.setattr(residuals_module, "EM_TOLERANCE", 0.0)
+    monkeypatch.setattr(residuals_module, "EM_MAX_ITERATIONS", 4)
+    expected = em_by_rows(np.delete(R, 3, axis=0), 4)
+    np.testing.assert_allclose(em_second_moments(R), expected, rtol=1e-7, atol=1e-9)
+
+
+def test_em_recovers_the_covariance_that_pairwise_deletion_misses():
+    """With missing entries, the EM estimate is close to the true second
+    moments, and its correlations are those that residual_correlation uses."""
+    rng = np.random.RandomState(3)
+    t = np.linspace(0, 1, 12)
+    truth = np.exp(-((t[:, None] - t[None]) ** 2) / 0.1) + 1e-3 * np.eye(12)
+    R = rng.multivariate_normal(np.zeros(12), truth, size=2000)
+    R[rng.uniform(size=R.shape) < 0.4] = np.nan
+    estimate = em_second_moments(R)
+    assert np.abs(estimate - truth).max() < 0.1
+    scale = np.sqrt(np.diag(estimate))
+    np.testing.assert_allclose(
+        residual_correlation(R), estimate / np.outer(scale, scale), atol=1e-10
+    )
 
 
 def gaussian_imputer(X):

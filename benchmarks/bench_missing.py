@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/bench_missing.py           # full run (results/missing.md)
     python benchmarks/bench_missing.py --quick   # smoke run for CI
+    python benchmarks/bench_missing.py --datasets spectra --training missing
 """
 
 import argparse
@@ -240,6 +241,13 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--n-components", type=int, default=8)
     parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument(
+        "--training",
+        nargs="+",
+        choices=TRAINING,
+        default=list(TRAINING),
+        help="which training data to run: complete, missing or both",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument(
         "--report-only",
@@ -266,7 +274,7 @@ def main(argv=None):
     results = {}
     for data in names:
         pool, test = datasets[data]
-        for training in TRAINING:
+        for training in args.training:
             for pattern in patterns:
                 runs = []
                 for seed in args.seeds:

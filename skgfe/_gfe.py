@@ -162,10 +162,9 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         'amortized' starts each sample at the best, by its reconstruction
         loss, of the linear start, the guess of a small encoder network (one
         hidden layer of 128) and the code of its nearest training sample
-        (Euclidean over the entries both observe, among up to 1000 training
-        samples that ``fit`` keeps with their codes); the network and the
-        kept codes are fitted after the decoder, on the training samples and
-        their codes. The flow still ends
+        (Euclidean, among up to 1000 training samples that ``fit`` keeps with
+        their codes); the network and the kept codes are fitted after the
+        decoder, on the training samples and their codes. The flow still ends
         at a stationary code of the decoder: the start only decides which one
         (on a curved manifold, which fold) and how fast (fewer decoder
         evaluations in :meth:`transform`, see :ref:`performance`). Training

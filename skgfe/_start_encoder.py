@@ -125,37 +125,26 @@ NEIGHBOUR_BLOCK_ROWS = 4096
 
 
 def pool_rows(X):
-    """Indices of at most ``NEIGHBOUR_POOL_SIZE`` rows of ``X`` that observe
-    an entry, evenly spaced over them (deterministic: no random draw)."""
-    usable = (~torch.isnan(X).all(dim=1)).nonzero().squeeze(1)
-    if len(usable) > NEIGHBOUR_POOL_SIZE:
-        spaced = torch.linspace(0, len(usable) - 1, NEIGHBOUR_POOL_SIZE)
-        usable = usable[spaced.round().long().to(usable.device)]
-    return usable
-
-
-def _block_products(rows, columns):
-    """``rows @ columns.T`` over the fixed row blocks of :func:`_pad_to_blocks`."""
-    return _unpad(torch.matmul(_pad_to_blocks(rows), columns.T), len(rows))
+    """Indices of at most ``NEIGHBOUR_POOL_SIZE`` complete rows of ``X``,
+    evenly spaced over them (deterministic: no random draw)."""
+    complete = (~torch.isnan(X).any(dim=1)).nonzero().squeeze(1)
+    if len(complete) > NEIGHBOUR_POOL_SIZE:
+        spaced = torch.linspace(0, len(complete) - 1, NEIGHBOUR_POOL_SIZE)
+        complete = complete[spaced.round().long().to(complete.device)]
+    return complete
 
 
 def nearest_codes(X, samples, codes):
     """The code of each row's nearest sample in ``samples``.
 
-    The distance of a row and a sample is over the entries both observe: the
-    Euclidean distance of complete rows and samples; the sum of squared
-    differences over a row's observed entries when only the row misses some
-    (the same entries for every sample); their mean over the entries both
-    observe when samples miss some too (so that samples observing fewer
-    entries are not nearer for it).
-
     Parameters
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
-        Scaled samples, NaN for a missing entry. A row with no observed entry,
-        or none in common with any sample, gets NaN codes.
+        Scaled samples. A row with missing entries (NaN) is compared on its
+        observed entries only (the Euclidean distance of the entries it has);
+        a row with no observed entry gets NaN codes.
     samples : torch.Tensor of shape (n_pool, n_features)
-        Scaled samples, NaN for a missing entry.
+        Scaled samples; those with a missing entry are never chosen.
     codes : torch.Tensor of shape (n_pool, n_components)
         Their codes.
 
@@ -164,50 +153,31 @@ def nearest_codes(X, samples, codes):
     codes : torch.Tensor of shape (n_samples, n_components)
     """
     found = X.new_full((len(X), codes.shape[1]), torch.nan)
-    samples_missing = torch.isnan(samples)
-    usable = ~samples_missing.all(dim=1)
+    usable = ~torch.isnan(samples).any(dim=1)
     if not usable.any():
         return found
     samples = samples[usable].to(X.dtype)
-    samples_missing = samples_missing[usable]
     codes = codes[usable].to(X.dtype)
-    complete_pool = not samples_missing.any()
-    samples = samples.nan_to_num(0.0)
     squares = samples.pow(2)
     squared_norms = squares.sum(dim=1)
-    samples_observed = (~samples_missing).to(X.dtype)
     missing = torch.isnan(X)
     incomplete = missing.any(dim=1)
-    # |x - s|^2 = |x|^2 - 2 x.s + |s|^2 over the entries both observe; with a
-    # complete pool |x|^2 is the same for every s and drops out. The products
-    # run over fixed blocks of rows (as MLP's layers), so that a row's nearest
-    # sample does not depend on its batch mates; chunks of rows bound the
-    # memory of the distances.
+    # |x - s|^2 = |x|^2 - 2 x.s + |s|^2; |x|^2 is the same for every s, and
+    # over a row's observed entries |s|^2 is the sum of s_j^2 over them. The
+    # products run over fixed blocks of rows (as MLP's layers), so that a row's
+    # nearest sample does not depend on its batch mates; chunks of rows bound
+    # the memory of the distances.
     for start in range(0, len(X), NEIGHBOUR_BLOCK_ROWS):
         stop = start + NEIGHBOUR_BLOCK_ROWS
-        chunk = X[start:stop].nan_to_num(0.0)
-        observed = (~missing[start:stop]).to(X.dtype)
-        products = _block_products(chunk, samples)
-        if complete_pool:
-            distances = squared_norms.expand_as(products) - 2 * products
-            if incomplete[start:stop].any():
-                observed_norms = _block_products(observed, squares)
-                distances = torch.where(
-                    incomplete[start:stop, None],
-                    observed_norms - 2 * products,
-                    distances,
-                )
-        else:
-            common = _block_products(observed, samples_observed)
-            sums = (
-                _block_products(observed, squares)
-                - 2 * products
-                + _block_products(chunk.pow(2), samples_observed)
-            )
-            distances = torch.where(common > 0, sums / common, torch.inf)
-        nearest = distances.argmin(dim=1)
-        reachable = torch.isfinite(distances.gather(1, nearest[:, None])).squeeze(1)
-        found[start:stop] = torch.where(reachable[:, None], codes[nearest], torch.nan)
+        chunk = X[start:stop]
+        blocks = _pad_to_blocks(chunk.nan_to_num(0.0))
+        distances = _unpad(torch.matmul(blocks, samples.T), len(chunk))
+        norms = squared_norms.expand_as(distances)
+        if incomplete[start:stop].any():
+            observed = _pad_to_blocks((~missing[start:stop]).to(X.dtype))
+            observed_norms = _unpad(torch.matmul(observed, squares.T), len(chunk))
+            norms = torch.where(incomplete[start:stop, None], observed_norms, norms)
+        found[start:stop] = codes[(norms - 2 * distances).argmin(dim=1)]
     nothing_observed = missing.all(dim=1)
     return torch.where(nothing_observed[:, None], torch.nan, found)
 
@@ -229,20 +199,20 @@ class NeighbourCodes(nn.Module):
 
 
 def fit_neighbour_codes(X, Z):
-    """Keep up to ``NEIGHBOUR_POOL_SIZE`` training samples and their codes.
+    """Keep up to ``NEIGHBOUR_POOL_SIZE`` complete training samples and codes.
 
     Parameters
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
-        Scaled training samples, NaN for a missing entry.
+        Scaled training samples (rows with a missing entry are left out).
     Z : torch.Tensor of shape (n_samples, n_components)
         Their codes (rows that are not finite are left out).
 
     Returns
     -------
     neighbours : NeighbourCodes or None
-        The rows of :func:`pool_rows` among those with finite codes; None when
-        no row remains.
+        The rows of :func:`pool_rows` among the usable ones; None when no row
+        remains.
     """
     usable = torch.isfinite(Z).all(dim=1)
     keep = pool_rows(X.masked_fill(~usable[:, None], torch.nan))

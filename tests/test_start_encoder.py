@@ -200,19 +200,6 @@ def test_encoder_only_for_the_amortized_start_and_seeded(digits_split):
         assert torch.equal(second._start_encoder.state_dict()[name], tensor)
 
 
-def brute_force_nearest(X, samples, codes):
-    """Nearest by the mean squared difference over the entries both observe
-    (for a complete pool: the squared distance over the row's entries)."""
-    differences = X[:, None, :] - samples[None]
-    common = (~np.isnan(differences)).sum(axis=2)
-    squared = np.nansum(differences**2, axis=2)
-    if not np.isnan(samples).any():
-        common = np.ones_like(common)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        distances = np.where(common > 0, squared / common, np.inf)
-    return codes[distances.argmin(axis=1)]
-
-
 def test_nearest_codes_match_a_brute_force_search():
     rng = np.random.default_rng(0)
     samples, X = rng.normal(size=(70, 5)), rng.normal(size=(45, 5))
@@ -220,50 +207,43 @@ def test_nearest_codes_match_a_brute_force_search():
     X[3, 1] = np.nan
     X[4, [0, 2, 3]] = np.nan
     X[5] = np.nan
-    X_t, samples_t, codes_t = map(torch.from_numpy, (X, samples, codes))
-    found = nearest_codes(X_t, samples_t, codes_t).numpy()
-    expected = brute_force_nearest(X, samples, codes)
+    # A pool sample with a missing entry is never chosen: X's first row is it.
+    X[0], samples[9, 2] = samples[9], np.nan
+    found = nearest_codes(*map(torch.from_numpy, (X, samples, codes))).numpy()
+    # Distances over each row's observed entries.
+    differences = np.nan_to_num(X[:, None, :] - samples[None], nan=0.0)
+    distances = (differences**2).sum(axis=2)
+    distances[:, 9] = np.inf
+    expected = codes[distances.argmin(axis=1)]
     observed = ~np.isnan(X).all(axis=1)
     np.testing.assert_allclose(found[observed], expected[observed], rtol=0, atol=0)
     assert np.all(np.isnan(found[5]))
-    # A pool with missing entries: distances are means over the common entries.
-    samples[9, 2] = samples[10, [0, 1, 4]] = np.nan
-    X[6] = np.where(np.isnan(samples[10]), 0.0, np.nan)  # nothing in common
-    X[7, :2] = samples[9, :2]
-    X[7, 2:] = np.nan
-    samples_t = torch.from_numpy(samples)
-    found = nearest_codes(torch.from_numpy(X), samples_t, codes_t).numpy()
-    expected = brute_force_nearest(X, samples, codes)
-    np.testing.assert_allclose(found[observed], expected[observed], rtol=0, atol=0)
-    np.testing.assert_array_equal(found[7], codes[9])
-    assert not np.array_equal(found[6], codes[10])
+    assert not np.array_equal(found[0], codes[9])
     empty = torch.full((4, 5), torch.nan, dtype=torch.float64)
-    assert torch.isnan(nearest_codes(torch.from_numpy(X), empty, codes_t[:4])).all()
+    assert torch.isnan(nearest_codes(torch.from_numpy(X), empty, codes[:4])).all()
     # A row's nearest sample does not depend on its batch mates.
     for rows in (slice(3, 5), slice(0, 1), slice(4, 45)):
-        alone = nearest_codes(torch.from_numpy(X[rows]), samples_t, codes_t)
+        alone = nearest_codes(
+            torch.from_numpy(X[rows]), *map(torch.from_numpy, (samples, codes))
+        )
         np.testing.assert_array_equal(alone.numpy(), found[rows])
 
 
-def test_neighbour_pool_keeps_observed_rows_up_to_its_size():
+def test_neighbour_pool_keeps_complete_rows_up_to_its_size():
     X = torch.randn(NEIGHBOUR_POOL_SIZE + 50, 3, dtype=torch.float64)
     Z = X[:, :2].clone()
-    X[0] = torch.nan  # observes nothing: never kept
-    X[5, 0] = torch.nan  # kept, with its missing entry
-    Z[-1, 0] = torch.inf  # no finite code: never kept
+    X[0, 0] = torch.nan
+    Z[-1, 0] = torch.inf
     kept = fit_neighbour_codes(X, Z)
     assert kept.samples.shape == (NEIGHBOUR_POOL_SIZE, 3)
-    assert torch.isfinite(kept.codes).all()
-    assert not torch.isnan(kept.samples).all(dim=1).any()
-    # Evenly spaced over the usable rows 1 .. n-2, first and last included,
-    # each with its own code.
+    assert torch.isfinite(kept.samples).all() and torch.isfinite(kept.codes).all()
+    # Each kept sample keeps its own code; evenly spaced over the usable rows,
+    # first and last included.
+    torch.testing.assert_close(kept.codes, kept.samples[:, :2], rtol=0, atol=0)
     assert torch.equal(kept.samples[0], X[1]) and torch.equal(kept.samples[-1], X[-2])
-    assert len(torch.unique(kept.samples[:, 1])) == NEIGHBOUR_POOL_SIZE
-    rows = [int((X[:, 1] == value).nonzero()) for value in kept.samples[:, 1]]
-    assert torch.equal(kept.codes, Z[rows])
+    assert len(torch.unique(kept.samples[:, 0])) == NEIGHBOUR_POOL_SIZE
     small = fit_neighbour_codes(X[:10], Z[:10])
-    assert torch.allclose(small.samples, X[1:10], equal_nan=True)
-    assert torch.isnan(small.samples[4, 0])
+    assert torch.equal(small.samples, X[1:10])
     assert fit_neighbour_codes(X[:1], Z[:1]) is None
 
 

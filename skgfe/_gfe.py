@@ -807,9 +807,14 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             return self._flow(X, prior=prior, max_rows=max_rows)
         rows = incomplete.nonzero().squeeze(1)
         with torch.no_grad():
-            start = self._flow_start_codes(X)
+            # Complete rows start as _flow_start_codes starts them; the rows
+            # with missing entries from their linear code (their neighbour's
+            # code is the second solve's start), so neither is searched twice.
             linear = linear_path_codes(self.decoder_, X[rows])
+            start = linear.new_empty((len(X), linear.shape[1]))
             start[rows] = linear
+            if len(rows) < len(X):
+                start[~incomplete] = self._flow_start_codes(X[~incomplete])
             nearest = neighbours(X[rows])
             found = torch.isfinite(nearest).all(dim=1)
             nearest = torch.where(found[:, None], nearest, linear)

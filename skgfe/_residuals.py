@@ -121,14 +121,15 @@ def em_second_moments(residuals):
     n_rows, n_features = R.shape
     counts = (~missing).sum(dim=0).clamp(min=1)
     moments = torch.diag(R.pow(2).sum(dim=0) / counts)
-    # Each row's missing entries, gathered into the first places of a row of
-    # the chunk's widest count (the other places: padding).
+    # Each row's missing entries, gathered into the first places of a row as
+    # wide as the largest count (the other places: padding).
     width = int(missing.sum(dim=1).max())
     order = torch.argsort((~missing).to(torch.int8), dim=1, stable=True)
     index = order[:, :width]
     valid = torch.arange(width) < missing.sum(dim=1, keepdim=True)
     pair = valid.unsqueeze(-1) & valid.unsqueeze(-2)
     eye = torch.eye(n_features, dtype=torch.float64)
+    padding = torch.eye(width, dtype=torch.float64)
     for _ in range(EM_MAX_ITERATIONS):
         # Given the observed entries O, the missing ones M of a zero-mean
         # Gaussian of precision K are N(-K_MM^-1 K_MO x_O, K_MM^-1). A jitter
@@ -136,7 +137,7 @@ def em_second_moments(residuals):
         jitter = 1e-9 * moments.diagonal().mean() + 1e-300
         precision = torch.linalg.inv(moments + jitter * eye)
         block = precision[index.unsqueeze(-1), index.unsqueeze(-2)]
-        block = torch.where(pair, block, torch.eye(width, dtype=torch.float64))
+        block = torch.where(pair, block, padding)
         coupling = torch.gather(R @ precision, 1, index) * valid
         factor = torch.linalg.cholesky(block)
         mean = -torch.cholesky_solve(coupling.unsqueeze(-1), factor).squeeze(-1)

@@ -29,7 +29,8 @@ from ._torch_estimator import CHUNK_ROWS
 # (solver='lm'): the solve from last epoch's code is left inexact and resumes in
 # the next epoch, block-coordinate descent on (decoder, codes). On digits and
 # spectra (n=200) 3 gave the held-out error of full solves at 0.4-0.6 times the
-# fit time.
+# fit time. Each sample's first evaluation gives the Gauss-Newton matrix of all
+# its steps (see lm_solve's fixed_metric).
 TRAINING_MAX_EVALS = 3
 
 
@@ -190,8 +191,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
     warm_codes : bool, default=True
         With ``solver='lm'``: during training, start each training sample's
         solve from its code of the previous epoch, and stop it after 3
-        evaluations; the next epoch resumes it (block-coordinate descent on the
-        decoder and the codes; measured in :ref:`performance`).
+        evaluations (the Gauss-Newton matrix of the first serving all three);
+        the next epoch resumes it (block-coordinate descent on the decoder and
+        the codes; measured in :ref:`performance`). The codes of about 512
+        training samples are solved together, before their minibatches' steps.
         :meth:`transform` and the validation loss start from ``init`` (see
         there: with 'amortized' the validation loss also tries each held-out
         sample's nearest training sample's current code as its start).
@@ -847,23 +850,33 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             self._diagnose_start(self._scale(self._to_tensor(X)))
             raise
 
+    def _prepare_minibatches(self, X_train, rows):
+        # Warm training codes are solved (inexactly, from where the last epoch
+        # left them) for a group of minibatches at once: see
+        # MINIBATCH_GROUP_ROWS. Their steps then use these codes as they are.
+        if getattr(self, "_train_codes", None) is None:
+            return
+        result = self._flow(
+            X_train[rows], z0=self._train_codes[rows], max_evals=TRAINING_MAX_EVALS
+        )
+        self._train_codes[rows] = result.z
+        self._record_short_solves(result, warm=True)
+        self._group_flow_steps = result.n_steps.double().mean().item()
+
     def _batch_loss(self, X_batch, generator, rows=None):
         # 'approximate': the codes are held fixed and the gradient flows through
         # the decoder only (exact at stationary codes, by the envelope theorem).
-        # 'adjoint': the codes carry their graph through the flow.
-        warm = rows is not None and getattr(self, "_train_codes", None) is not None
-        result = self._flow(
-            X_batch,
-            differentiable=self.training == "adjoint",
-            z0=self._train_codes[rows] if warm else None,
-            max_evals=TRAINING_MAX_EVALS if warm else None,
-        )
-        if warm:
-            self._train_codes[rows] = result.z.detach()
-        self._record_short_solves(result, warm)
-        output = self.decoder_(result.z)
+        # 'adjoint': the codes carry their graph through the flow. Warm codes
+        # were solved by _prepare_minibatches.
+        if rows is not None and getattr(self, "_train_codes", None) is not None:
+            codes, flow_steps = self._train_codes[rows], self._group_flow_steps
+        else:
+            result = self._flow(X_batch, differentiable=self.training == "adjoint")
+            self._record_short_solves(result, warm=False)
+            codes, flow_steps = result.z, result.n_steps.double().mean().item()
+        output = self.decoder_(codes)
         loss = self._loss_function(output, X_batch).mean()
-        return loss, {"flow steps": result.n_steps.double().mean().item()}
+        return loss, {"flow steps": flow_steps}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

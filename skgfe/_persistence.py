@@ -80,6 +80,7 @@ _TRANSIENT = {
     "_keep_split",
     "_split",
     "_short_solves",
+    "_group_flow_steps",
     # A warm-start fit's training codes: a loaded model's next warm start
     # restarts them from init.
     "_train_fingerprint",

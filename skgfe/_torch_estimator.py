@@ -225,6 +225,11 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
     def _clip_gradients(self):
         """Hook: called by the training loop between backward pass and step."""
 
+    def _prepare_minibatches(self, X_train, rows):
+        """Hook: called by the training loop before it steps the consecutive
+        minibatches that hold the training rows ``rows`` (a group of about
+        :data:`~skgfe._training.MINIBATCH_GROUP_ROWS` rows)."""
+
     def _reference_training_loss(self, X_train):
         """Hook: a training loss that validated checks must not exceed, or None.
 

@@ -7,6 +7,7 @@ from _helpers import assert_codes_do_not_depend_on_the_batch, fit_quietly, varia
 from sklearn.exceptions import ConvergenceWarning
 
 import skgfe._flow.dispatch as dispatch
+import skgfe._training as training_module
 from skgfe import GradientFlowEncoder
 from skgfe._flow import STATUS_NAMES, ReconstructionObjective, lm_solve, run_flow
 from skgfe._flow.result import CONVERGED
@@ -281,6 +282,41 @@ def test_lm_solve_iterates_at_most_max_rows_with_the_same_results(max_rows):
         assert torch.equal(getattr(bounded, name), getattr(everything, name)), name
 
 
+def test_fixed_metric_finds_the_same_stationary_codes_with_one_jacobian():
+    # From codes near the stationary points (training's warm codes), a solve
+    # that keeps each sample's first Gauss-Newton matrix converges to the same
+    # codes as one that evaluates it at every trial, with one Jacobian per
+    # sample.
+    decoder, X, z0 = tanh_problem(seed=0, n_rows=20)
+    exact = lm_solve(ReconstructionObjective(decoder, LOSSES["mse"], X), z0, tol=1e-6)
+    assert exact.converged.all()
+    generator = torch.Generator().manual_seed(1)
+    warm = exact.z + 0.05 * torch.randn(
+        exact.z.shape, generator=generator, dtype=exact.z.dtype
+    )
+    objective = CountingObjective(decoder, LOSSES["mse"], X)
+    fixed = lm_solve(objective, warm, tol=1e-6, fixed_metric=True)
+    assert fixed.converged.all()
+    assert objective.gauss_newton_rows == len(X)
+    torch.testing.assert_close(fixed.z, exact.z, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, 8])
+def test_fixed_metric_results_do_not_depend_on_max_rows(max_rows):
+    # Samples that join mid-way get their own first Gauss-Newton matrix;
+    # nobody else's changes.
+    decoder, X, z0 = tanh_problem(seed=1, n_rows=40)
+    objective = ReconstructionObjective(decoder, LOSSES["mse"], X)
+    everything = lm_solve(objective, z0, tol=1e-6, max_evals=30, fixed_metric=True)
+    assert len(set(everything.n_evals.tolist())) > 1
+    bounded = lm_solve(
+        objective, z0, tol=1e-6, max_evals=30, fixed_metric=True, max_rows=max_rows
+    )
+    torch.testing.assert_close(bounded.z, everything.z, rtol=0, atol=1e-12)
+    for name in ("n_steps", "n_evals", "status"):
+        assert torch.equal(getattr(bounded, name), getattr(everything, name)), name
+
+
 def test_lm_refuses_a_non_finite_start():
     decoder = make_mlp(2, (4,), 3, "tanh", dtype=torch.float64)
     X = torch.zeros(3, 3, dtype=torch.float64)
@@ -344,8 +380,10 @@ def test_warm_codes_fit_and_cap_the_training_solves(
     start = [i for i, c in enumerate(calls) if c["n_rows"] == 90]
     assert start and calls[start[0]]["max_evals"] is None
     del calls[start[0]]
-    # Training minibatches (35, 35 and 20 of the 90 training samples) versus
-    # the 10 validation samples.
+    # Training solves versus those of the 10 validation samples. Warm codes
+    # are solved for a group of minibatches at once (here the whole epoch:
+    # 3 minibatches of 30 rows, far fewer than MINIBATCH_GROUP_ROWS); without
+    # them every minibatch is solved on its own.
     # After training, the start encoder's targets (init='amortized'): one full
     # solve of the 90 training rows, from their warm codes; then the error
     # model's solve of the 10 held-out rows.
@@ -354,7 +392,12 @@ def test_warm_codes_fit_and_cap_the_training_solves(
     del calls[-2:]
     training = [c for c in calls if c["n_rows"] != 10]
     validation = [c for c in calls if c["n_rows"] == 10]
-    assert len(training) == 4 * 3 and len(validation) >= 2
+    if warm_codes:
+        assert [c["n_rows"] for c in training] == [90] * 4
+        assert all(c["fixed_metric"] for c in training)
+    else:
+        assert [c["n_rows"] for c in training] == [30] * (4 * 3)
+    assert len(validation) >= 2
     expected_cap = TRAINING_MAX_EVALS if warm_codes else None
     assert TRAINING_MAX_EVALS == 3
     assert all(c["max_evals"] == expected_cap for c in training)
@@ -370,17 +413,19 @@ def test_warm_codes_fit_and_cap_the_training_solves(
 def test_warm_codes_resume_from_the_previous_epoch(digits_split, monkeypatch):
     # Each training sample's solve starts where its solve of the previous epoch
     # stopped (the first epoch from init).
+    # The codes of a group of minibatches (here 2 of 25 rows) are solved
+    # together, before the group's optimiser steps.
     X_pool, _ = digits_split
     records = []
-    original = GradientFlowEncoder._batch_loss
+    original = GradientFlowEncoder._prepare_minibatches
 
-    def recording(self, X_batch, generator, rows=None):
+    def recording(self, X_train, rows):
         before = self._train_codes[rows].clone()
-        result = original(self, X_batch, generator, rows=rows)
+        original(self, X_train, rows)
         records.append((rows.clone(), before, self._train_codes[rows].clone()))
-        return result
 
-    monkeypatch.setattr(GradientFlowEncoder, "_batch_loss", recording)
+    monkeypatch.setattr(GradientFlowEncoder, "_prepare_minibatches", recording)
+    monkeypatch.setattr(training_module, "MINIBATCH_GROUP_ROWS", 50)
     gfe = GradientFlowEncoder(
         n_components=3,
         hidden_layer_sizes=(16,),
@@ -390,17 +435,17 @@ def test_warm_codes_resume_from_the_previous_epoch(digits_split, monkeypatch):
         random_state=0,
     )
     fit_quietly(gfe, X_pool[:100])
-    assert len(records) == 3 * 4
+    assert [len(rows) for rows, _, _ in records] == [50] * (3 * 2)
     last = {}
     for epoch in range(3):
-        for rows, before, after in records[4 * epoch : 4 * (epoch + 1)]:
+        for rows, before, after in records[2 * epoch : 2 * (epoch + 1)]:
             for row, b, a in zip(rows.tolist(), before, after):
                 if epoch > 0:
                     assert torch.equal(b, last[row])
                 last[row] = a
         assert len(last) == 100
     # The codes moved between epochs: the solves really resumed.
-    assert any(not torch.equal(b, a) for _, b, a in records[-4:])
+    assert any(not torch.equal(b, a) for _, b, a in records[-2:])
 
 
 def test_warm_codes_are_ignored_by_other_solvers(digits_split, monkeypatch):

@@ -59,6 +59,7 @@ class ScriptedEstimator:
         self.best_loss_, self.best_validation_score_ = np.inf, None
         self.n_iter_, self.t_, self._no_improvement_count = 0, 0, 0
         self.validation_calls, self.training_calls, self.rows_seen = 0, 0, []
+        self.minibatch_rows = []
 
     def _make_optimizer(self):
         self.optimizers_made = getattr(self, "optimizers_made", 0) + 1
@@ -72,6 +73,7 @@ class ScriptedEstimator:
 
     def _batch_loss(self, X_batch, generator, rows=None):
         self.rows_seen.append(rows.tolist())
+        self.minibatch_rows.append(rows.tolist())
         failure = self.failures.pop(self.n_iter_, None)
         if failure == "raise":
             raise FloatingPointError("not finite at the initial code")
@@ -100,6 +102,9 @@ class ScriptedEstimator:
     def _clip_gradients(self):
         pass
 
+    def _prepare_minibatches(self, X_train, rows):
+        self.rows_seen.append(("prepare", rows.tolist()))
+
 
 def run(est, n_rows, n_epochs, X_val=None, keep_best=True):
     X = torch.zeros(n_rows, 1, dtype=torch.float64)
@@ -125,12 +130,29 @@ def test_epochs_per_check():
     assert epochs_per_check(10_000, 64) == 1
 
 
+def test_minibatches_are_prepared_in_groups_before_their_steps(monkeypatch):
+    monkeypatch.setattr("skgfe._training.MINIBATCH_GROUP_ROWS", 3)
+    est = every_epoch([1.0, 1.0, 1.0])
+    run(est, 10, 2)
+    # Per epoch: groups of 3, 3, 3 and 1 minibatches of one row, each
+    # prepared (all its rows, in order) right before its steps.
+    seen = est.rows_seen
+    expected_sizes = [3, 3, 3, 1] * 2
+    for size in expected_sizes:
+        kind, prepared = seen[0]
+        assert kind == "prepare" and len(prepared) == size
+        assert seen[1 : 1 + size] == [[row] for row in prepared]
+        seen = seen[1 + size :]
+    assert seen == []
+
+
 def test_rows_are_a_permutation_of_the_training_samples_each_epoch():
     est = every_epoch([1.0, 1.0, 1.0])
     run(est, 10, 2)
-    assert len(est.rows_seen) == 20 and all(len(r) == 1 for r in est.rows_seen)
+    rows_seen = est.minibatch_rows
+    assert len(rows_seen) == 20 and all(len(r) == 1 for r in rows_seen)
     for epoch in range(2):
-        rows = sum(est.rows_seen[10 * epoch : 10 * (epoch + 1)], [])
+        rows = sum(rows_seen[10 * epoch : 10 * (epoch + 1)], [])
         assert sorted(rows) == list(range(10))
     # The fewest minibatches of at most batch_size, equal to within one sample
     # (no small last minibatch).
@@ -143,8 +165,8 @@ def test_rows_are_a_permutation_of_the_training_samples_each_epoch():
     ]:
         est = ScriptedEstimator([1.0, 1.0], batch_size=batch_size)
         run(est, n_rows, 1)
-        assert [len(r) for r in est.rows_seen] == sizes
-        assert sorted(sum(est.rows_seen, [])) == list(range(n_rows))
+        assert [len(r) for r in est.minibatch_rows] == sizes
+        assert sorted(sum(est.minibatch_rows, [])) == list(range(n_rows))
 
 
 def test_best_measured_weights_are_kept_when_the_loss_jumps_up():

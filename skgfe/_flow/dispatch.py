@@ -68,6 +68,8 @@ def _run_lm(
         max_steps=max_steps,
         max_evals=max_evals,
         max_rows=LM_CHUNK_ROWS if max_rows is None else max_rows,
+        # A capped, warm-started solve (training) keeps its first metric.
+        fixed_metric=max_evals is not None,
     )
 
 
@@ -226,7 +228,8 @@ def run_flow(
     solvers; it raises for a solver that is not differentiable ('lm', which
     solves for the point where either flow ends, a stationary code, and
     torchode's solvers). ``max_evals`` caps the evaluations per sample of a
-    resumable solver ('lm'; the others ignore it). ``prior = (mean, weight)``
+    resumable solver ('lm', which then keeps each sample's first Gauss-Newton
+    matrix for all its steps; the others ignore it). ``prior = (mean, weight)``
     adds a Gaussian prior's term to the loss of samples with missing entries
     (NaN in ``X``) for the solvers that descend the objective directly ('lm',
     'amd'); the integrators of a vector field ignore it. ``max_rows`` is the

@@ -45,7 +45,16 @@ INITIAL_DAMPING = 1e-3
 MIN_DAMPING = 1e-12
 
 
-def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_rows=None):
+def lm_solve(
+    objective,
+    z0,
+    *,
+    tol=1e-3,
+    max_steps=1000,
+    max_evals=None,
+    max_rows=None,
+    fixed_metric=False,
+):
     """Find a stationary code of every sample by per-sample Levenberg-Marquardt.
 
     Parameters
@@ -67,6 +76,15 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_row
     max_rows : int or None
         Largest number of samples iterated at once (None: all); it bounds the
         memory, not the results.
+    fixed_metric : bool, default=False
+        Keep each sample's first Gauss-Newton matrix for all its steps instead
+        of evaluating it at every trial code: later evaluations cost a loss and
+        a gradient only (about a third of an evaluation with the Jacobian).
+        The steps are then those of a fixed-metric (quasi-Newton) method,
+        whose convergence is linear rather than quadratic: the damping and the
+        gain ratio still accept only steps that lower the loss, and the solve
+        still stops on the gradient. Training uses it for its few evaluations
+        from warm codes, close to their stationary points.
 
     Returns
     -------
@@ -98,18 +116,29 @@ def lm_solve(objective, z0, *, tol=1e-3, max_steps=1000, max_evals=None, max_row
         if running is not None:
             delta, predicted, factored = _damped_step(running, eye)
             z_try = running.z + delta
+        if fixed_metric and running is not None:
+            # The running samples keep their metric: loss and gradient only;
+            # joining samples get their first Gauss-Newton matrix apart.
+            loss, grad = objective(z_try, running.rows)
+            gn = running.gn
+            if n_new:
+                joining = objective.gauss_newton(out.z[new_rows], new_rows)
+                loss, grad, gn = (
+                    torch.cat([a, b]) for a, b in zip((loss, grad, gn), joining)
+                )
+        elif running is not None:
             rows = torch.cat([running.rows, new_rows]) if n_new else running.rows
             z_eval = torch.cat([z_try, out.z[new_rows]]) if n_new else z_try
+            if _last_evaluation(running, n_new, max_evals):
+                # Every running sample stops after this evaluation, so its
+                # Gauss-Newton matrix would go unused: the loss and gradient
+                # (the same values) decide the last trial, without the Jacobian.
+                loss, grad = objective(z_eval, rows)
+                gn = running.gn
+            else:
+                loss, grad, gn = objective.gauss_newton(z_eval, rows)
         else:
-            rows, z_eval = new_rows, out.z[new_rows]
-        if _last_evaluation(running, n_new, max_evals):
-            # Every running sample stops after this evaluation, so its
-            # Gauss-Newton matrix would go unused: the loss and gradient (the
-            # same values) decide the last trial, without the Jacobian.
-            loss, grad = objective(z_eval, rows)
-            gn = running.gn
-        else:
-            loss, grad, gn = objective.gauss_newton(z_eval, rows)
+            loss, grad, gn = objective.gauss_newton(out.z[new_rows], new_rows)
 
         if running is not None:
             m = n_running

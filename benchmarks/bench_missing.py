@@ -118,12 +118,15 @@ def make_imputers(n_components, seed):
 _COMPLETE_FITS = {}
 
 
-def fitted_imputers(X_train, key, n_components, seed):
-    """Each imputer fitted on ``X_train`` and its fit time; cached by ``key``."""
+def fitted_imputers(X_train, key, n_components, seed, names=None):
+    """Each imputer (of ``names``; None: all) fitted on ``X_train`` and its fit
+    time; cached by ``key``."""
     if key is not None and key in _COMPLETE_FITS:
         return _COMPLETE_FITS[key]
     fits = {}
     for name, imputer in make_imputers(n_components, seed).items():
+        if names is not None and name not in names:
+            continue
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -133,8 +136,11 @@ def fitted_imputers(X_train, key, n_components, seed):
     return fits
 
 
-def run_cell(X_train, X_test, pattern, training, n_components, seed, data=""):
-    """Errors (relative to the mean imputer), times and GFE's coverage."""
+def run_cell(
+    X_train, X_test, pattern, training, n_components, seed, data="", names=None
+):
+    """Errors (relative to the mean imputer), times and GFE's coverage, of the
+    imputers ``names`` (None: all)."""
     rng = np.random.RandomState(seed)
     test_missing = hide(X_test, pattern, rng)
     X_test_missing = np.where(test_missing, np.nan, X_test)
@@ -148,7 +154,7 @@ def run_cell(X_train, X_test, pattern, training, n_components, seed, data=""):
     row = {"errors": {}, "times": {}}
     key = (data, seed) if training == "complete" else None
     for name, (imputer, fit_seconds) in fitted_imputers(
-        X_train, key, n_components, seed
+        X_train, key, n_components, seed, names
     ).items():
         start = time.perf_counter() - fit_seconds
         with warnings.catch_warnings():
@@ -182,6 +188,16 @@ def format_report(results, args, seconds):
         "",
         f"Written by `python benchmarks/bench_missing.py {' '.join(args.argv)}` "
         f"in {seconds / 60:.1f} min.",
+        *(
+            [
+                "",
+                "- The anchors' errors and times are those of an earlier run "
+                f"(`{Path(args.anchors_from).name}`); GFE alone ran in this one, "
+                "so the time ratios divide times measured in two runs.",
+            ]
+            if getattr(args, "anchors_from", None)
+            else []
+        ),
         "",
         f"- Machine: {machine_description()}",
         f"- {args.n_train} training samples, {args.n_test} held-out samples per data "
@@ -250,6 +266,12 @@ def main(argv=None):
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument(
+        "--anchors-from",
+        help="a raw file of an earlier run: run GFE only and take the anchors' "
+        "errors and times of the same cells and seeds from it (the anchors do "
+        "not change with skgfe)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="rewrite missing.md from missing_raw.json in --out",
@@ -269,6 +291,9 @@ def main(argv=None):
         return
     datasets = load_datasets()
     names = args.datasets or list(datasets)
+    anchors = None
+    if args.anchors_from:
+        anchors = json.loads(Path(args.anchors_from).read_text())
     patterns = PATTERNS[1:2] if args.quick else PATTERNS
     start = time.perf_counter()
     results = {}
@@ -277,7 +302,7 @@ def main(argv=None):
         for training in args.training:
             for pattern in patterns:
                 runs = []
-                for seed in args.seeds:
+                for i, seed in enumerate(args.seeds):
                     order = np.random.RandomState(seed).permutation(len(pool))
                     X_train = pool[order[: args.n_train]]
                     runs.append(
@@ -289,8 +314,16 @@ def main(argv=None):
                             args.n_components,
                             seed,
                             data,
+                            names=None if anchors is None else ("GFE",),
                         )  # fmt: skip
                     )
+                    if anchors is not None:
+                        earlier = anchors[f"{data} / {training} / {pattern}"][i]
+                        for what in ("errors", "times"):
+                            runs[-1][what] = {
+                                **earlier[what],
+                                "GFE": runs[-1][what]["GFE"],
+                            }
                 results[data, training, pattern] = runs
                 print(data, training, pattern, runs[-1]["errors"], flush=True)
     seconds = time.perf_counter() - start

@@ -9,11 +9,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._flow.uncertainty import decoder_jacobian
 from ._gfe import GradientFlowEncoder
 from ._residuals import (
+    FACTORS_SHAPE,
     MAX_CORRELATED_FEATURES,
     choose_shrinkage,
     conditional_imputation,
     residual_correlation,
     residual_covariance,
+    variance_factors,
 )
 
 
@@ -74,10 +76,15 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         The residual covariance in the data's units; None where the
         imputations are the encoder's reconstructions ('independent', or an
         encoder that held out no samples: ``early_stopping=False``).
-    variance_scale_ : float
-        The factor on the predictive variances of the residual model that
-        makes nominal 90% intervals cover 90% of entries hidden from the
-        encoder's held-out samples (1.0 without a residual model).
+    variance_scale_ : ndarray of shape (7, 2)
+        The factors on the predictive variances of the residual model that
+        make nominal 90% intervals cover 90% of entries hidden from the
+        encoder's held-out samples (scattered entries and contiguous gaps),
+        one for each bin of the share of an entry's residual variance that
+        its sample's observed residuals leave unknown (rows; edges 0.001,
+        0.01, 0.03, 0.1, 0.3 and 0.6: from entries they predict well to
+        entries inside a gap) and of the code's share of its predictive
+        variance (columns; edge 0.3); ones without a residual model.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -155,7 +162,7 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         finally:
             del self.encoder_._keep_split
         self.residual_shrinkage_, self.residual_covariance_ = 1.0, None
-        self.variance_scale_ = 1.0
+        self.variance_scale_ = np.ones(FACTORS_SHAPE)
         if self._models_correlated_residuals(X):
             self._fit_residual_model(*split)
         return self
@@ -214,11 +221,17 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
 
         def impute(covariance):
             values, variance = X_hat.copy(), np.zeros(X.shape)
+            share = np.zeros((*X.shape, 2))
             if rows.any():
-                values[rows], variance[rows] = conditional_imputation(
-                    covariance, prior_precision, X[rows], X_hat[rows], jacobian
+                values[rows], variance[rows], share[rows] = conditional_imputation(
+                    covariance,
+                    prior_precision,
+                    X[rows],
+                    X_hat[rows],
+                    jacobian,
+                    return_share=True,
                 )
-            return values, variance
+            return values, variance, share
 
         return impute
 
@@ -246,8 +259,8 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         X = self._validate(X, reset=False)
         missing = np.isnan(X)
         if getattr(self, "residual_covariance_", None) is not None:
-            X_hat, variance = self._imputer_of(X)(self.residual_covariance_)
-            variance = variance * self.variance_scale_
+            X_hat, variance, share = self._imputer_of(X)(self.residual_covariance_)
+            variance = variance * variance_factors(share, self.variance_scale_)
             X_hat = X_hat.astype(X.dtype, copy=False)
             std = np.sqrt(variance).astype(X.dtype, copy=False)
         elif return_std:

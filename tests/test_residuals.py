@@ -10,12 +10,16 @@ from sklearn.exceptions import ConvergenceWarning
 from skgfe import GradientFlowEncoder, GradientFlowImputer
 from skgfe import _residuals as residuals_module
 from skgfe._residuals import (
+    CODE_SHARE_EDGES,
+    FACTORS_SHAPE,
+    SHARE_EDGES,
     SHRINKAGES,
     choose_shrinkage,
     conditional_imputation,
     em_second_moments,
     residual_correlation,
     residual_covariance,
+    variance_factors,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -150,7 +154,7 @@ def gaussian_imputer(X):
     n, p = X.shape
     zero = np.zeros((n, p))
     return lambda covariance: conditional_imputation(
-        covariance, np.eye(1), X, zero, zero[:, None]
+        covariance, np.eye(1), X, zero, zero[:, None], return_share=True
     )
 
 
@@ -161,30 +165,73 @@ def test_shrinkage_follows_how_far_the_correlation_carries_over():
     correlation = 0.95**lags
     independent = rng.randn(200, 12)
     correlated = independent @ np.linalg.cholesky(correlation).T
-    shrinkage, scale = choose_shrinkage(
+    shrinkage, factors = choose_shrinkage(
         correlation, noise, correlated, gaussian_imputer
     )
     assert shrinkage <= 0.03
+    assert factors.shape == (len(SHARE_EDGES) + 1, len(CODE_SHARE_EDGES) + 1)
     # Its calibrated 90% intervals cover 90% of new samples' hidden entries.
     fresh = rng.randn(400, 12) @ np.linalg.cholesky(correlation).T
     hidden = rng.uniform(size=fresh.shape) < 0.3
-    values, variance = gaussian_imputer(np.where(hidden, np.nan, fresh))(
+    values, variance, share = gaussian_imputer(np.where(hidden, np.nan, fresh))(
         residual_covariance(correlation, noise, shrinkage)
     )
-    inside = np.abs(values - fresh) <= Z_90 * np.sqrt(scale * variance)
+    calibrated = variance_factors(share, factors) * variance
+    inside = np.abs(values - fresh) <= Z_90 * np.sqrt(calibrated)
     assert 0.87 <= inside[hidden].mean() <= 0.93
     # Twice the noise: the intervals widen to cover it.
-    scale_before = scale
-    _, scale = choose_shrinkage(
+    factors_before = factors
+    _, factors = choose_shrinkage(
         correlation, noise, np.sqrt(2.0) * correlated, gaussian_imputer
     )
-    assert 1.6 * scale_before <= scale <= 2.5 * scale_before
+    assert np.all(1.6 * factors_before <= factors)
+    assert np.all(factors <= 2.5 * factors_before)
     # Correlations that do not carry over to held-out samples are shrunk away.
     shrinkage, _ = choose_shrinkage(correlation, noise, independent, gaussian_imputer)
     assert shrinkage >= 0.3
     # No held-out sample: the independent model as it is.
-    assert choose_shrinkage(correlation, noise, None, gaussian_imputer) == (1.0, 1.0)
+    shrinkage, factors = choose_shrinkage(correlation, noise, None, gaussian_imputer)
+    assert shrinkage == 1.0 and np.all(factors == 1.0)
     assert SHRINKAGES[-1] == 1.0
+
+
+def test_shares_are_what_the_observed_entries_leave_unknown():
+    # Two features of correlation c: observing one leaves 1 - c**2 of the
+    # other's variance unknown; with both missing (and a third observed,
+    # independent) all of it. Without a code (zero Jacobian) the code's share
+    # of the predictive variance is 0; with one, it is its term's share
+    # (checked against the textbook formulas).
+    c = 0.8
+    covariance = np.array([[1.0, c, 0.0], [c, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    X = np.array([[1.0, np.nan, 0.0], [np.nan, np.nan, 0.0]])
+    zero = np.zeros((2, 3))
+    _, _, share = conditional_imputation(
+        covariance, np.eye(1), X, zero, zero[:, None], return_share=True
+    )
+    np.testing.assert_allclose(share[..., 0], [[0, 1 - c**2, 0], [1, 1, 0]])
+    np.testing.assert_array_equal(share[..., 1], 0.0)
+    jac = np.array([[[0.5, 1.0, 2.0]]] * 2)
+    _, variance, share = conditional_imputation(
+        covariance, np.eye(1), X, zero, jac, return_share=True
+    )
+    residual_part = share[..., 0] * np.diag(covariance)
+    missing = np.isnan(X)
+    np.testing.assert_allclose(
+        share[..., 1][missing], 1 - residual_part[missing] / variance[missing]
+    )
+    assert ((share[..., 1] > 0) == missing).all()
+    # Each entry takes the factor of its two bins.
+    assert SHARE_EDGES == tuple(sorted(SHARE_EDGES))
+    factors = np.arange(np.prod(FACTORS_SHAPE)).reshape(FACTORS_SHAPE)
+    shares = np.array([[0.0, 0.0], [0.36, 0.9], [1.0, 0.1]])
+    np.testing.assert_array_equal(
+        variance_factors(shares, factors),
+        [
+            factors[0, 0],
+            factors[np.digitize(0.36, SHARE_EDGES), -1],
+            factors[-1, 0],
+        ],
+    )
 
 
 def smooth_data(n, seed, n_features=24):
@@ -227,6 +274,17 @@ def test_correlated_residuals_impute_better_with_calibrated_intervals(smooth_imp
     np.testing.assert_allclose(
         smooth_imputer.transform(X_missing[4:5]), filled[4:5], rtol=1e-12
     )
+    # Inside a contiguous gap, too: there the code, fitted without a region,
+    # errs more than its Laplace variance says, and one variance factor for
+    # scattered and gap entries covered 0.81 of the gaps' entries (and 0.98
+    # of the scattered ones); the factors by share cover both.
+    rng = np.random.RandomState(4)
+    starts = rng.randint(X.shape[1] - 5 + 1, size=len(X))
+    columns = np.arange(X.shape[1])
+    gap = (columns >= starts[:, None]) & (columns < starts[:, None] + 5)
+    filled, std = smooth_imputer.transform(np.where(gap, np.nan, X), return_std=True)
+    coverage = np.mean(np.abs(filled[gap] - X[gap]) <= Z_90 * std[gap])
+    assert 0.85 <= coverage <= 0.95, coverage
 
 
 def test_independent_residuals_are_the_encoders_reconstruction(smooth_imputer):

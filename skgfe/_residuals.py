@@ -46,6 +46,9 @@ MAX_CORRELATED_FEATURES = 512
 SHRINKAGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 # Share of a held-out sample's observed entries hidden to choose the shrinkage.
 HIDDEN_SHARE = 0.3
+# The smallest and largest share of the features that a gap hidden from a
+# held-out sample to calibrate the intervals covers.
+GAP_SHARES = (0.1, 0.3)
 # Independent draws of hidden entries per held-out sample (a steadier choice
 # and calibration where few samples are held out).
 HIDING_ROUNDS = 4
@@ -193,8 +196,9 @@ def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_s
     samples tell how far their correlation carries over).
 
     The variance factors calibrate its intervals, on those hidden entries and
-    on as many draws of one contiguous block of :data:`HIDDEN_SHARE` of the
-    features per sample (a gap, as in a detector or a clipped range): one
+    on as many draws of one contiguous block of features per sample (a gap,
+    as in a detector or a clipped range; its width a share of the features
+    drawn uniformly in :data:`GAP_SHARES`): one
     factor per bin of the residual's unknown share (:data:`SHARE_EDGES`) and
     of the code's share of the variance (:data:`CODE_SHARE_EDGES`; see
     :func:`variance_factors`), each making nominal 90% intervals cover 90% of
@@ -214,12 +218,14 @@ def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_s
     observed = ~np.isnan(held_out)
     rng = np.random.RandomState(random_state)
     scattered = rng.uniform(size=held_out.shape) < HIDDEN_SHARE
-    # The second half of the rows hide a block instead.
+    # The second half of the rows hide a block instead, of GAP_SHARES of the
+    # features (uniformly drawn widths).
     n_rows, n_features = held_out.shape
-    width = max(1, int(round(HIDDEN_SHARE * n_features)))
-    starts = rng.randint(n_features - width + 1, size=n_rows)
+    low, high = (max(1, int(round(share * n_features))) for share in GAP_SHARES)
+    width = rng.randint(low, high + 1, size=n_rows)
+    starts = (rng.uniform(size=n_rows) * (n_features - width + 1)).astype(int)
     columns = np.arange(n_features)
-    block = (columns >= starts[:, None]) & (columns < starts[:, None] + width)
+    block = (columns >= starts[:, None]) & (columns < (starts + width)[:, None])
     gap_rows = np.arange(n_rows) >= n_rows // 2
     hidden = observed & np.where(gap_rows[:, None], block, scattered)
     hidden[~(observed & ~hidden).any(axis=1)] = False

@@ -276,7 +276,7 @@ def test_correlated_residuals_impute_better_with_calibrated_intervals(smooth_imp
     )
     # Inside a contiguous gap, too: there the code, fitted without a region,
     # errs more than its Laplace variance says, and one variance factor for
-    # scattered and gap entries covered 0.81 of the gaps' entries (and 0.98
+    # scattered and gap entries covered 0.72 of the gaps' entries (and 0.95
     # of the scattered ones); the factors by share cover both.
     rng = np.random.RandomState(4)
     starts = rng.randint(X.shape[1] - 5 + 1, size=len(X))

@@ -66,6 +66,7 @@ ERROR_TOLERANCE = 0.02
 # covered 0.65 of the gap's entries (0.90 of scattered ones) with one factor.
 SHARE_EDGES = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 0.6)
 CODE_SHARE_EDGES = (0.3,)
+FACTORS_SHAPE = (len(SHARE_EDGES) + 1, len(CODE_SHARE_EDGES) + 1)
 # A bin with fewer calibration entries takes the factor of its residual share
 # bin over all code shares, or of all entries.
 MIN_BIN_ENTRIES = 50
@@ -261,9 +262,6 @@ def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_s
     return SHRINKAGES[best], factors
 
 
-FACTORS_SHAPE = (len(SHARE_EDGES) + 1, len(CODE_SHARE_EDGES) + 1)
-
-
 def _bins(share):
     return (
         np.digitize(share[..., 0], SHARE_EDGES),
@@ -309,7 +307,7 @@ def conditional_imputation(
     jacobian : ndarray of shape (n, k, p)
         ``dD/dz`` at each code, in the data's units.
     return_share : bool, default=False
-        Also return each missing entry's unknown share.
+        Also return each missing entry's two shares (see ``share`` below).
 
     Returns
     -------

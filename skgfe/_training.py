@@ -140,8 +140,8 @@ MIN_TRAINING_STEPS = 1000
 # Solved minibatch by minibatch, 64 rows at a time, those solves cost mostly
 # per-call overhead; by groups of 512 (with fixed-metric solves) a GFE epoch took
 # 0.6-0.9 of the time on digits, spectra, Burgers snapshots and manifolds
-# (n=1000), the decoder steps seeing codes
-# solved for weights at most 7 steps old.
+# (n=1000), the decoder steps seeing codes solved for weights at most 7 steps
+# old.
 MINIBATCH_GROUP_ROWS = 512
 
 

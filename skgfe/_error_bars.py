@@ -7,6 +7,7 @@ section on missing entries for the choices made here.
 
 import torch
 
+from ._flow.objective import GaussianCodePrior
 from ._flow.uncertainty import laplace_covariance
 
 # Relative ridge on the training codes' covariance (the prior), so that its
@@ -45,16 +46,48 @@ def fit_error_model(estimator, X_fit, X_val):
     floor = torch.finfo(torch.float64).eps * (1.0 + overall)
     noise = per_feature.clamp(min=floor)
     estimator.noise_variance_ = (noise * estimator.scale_**2).cpu().numpy()
+    mean, covariance = code_moments(codes)
+    estimator._code_covariance = covariance.cpu().numpy()
+    estimator._code_mean = mean.cpu().numpy()
+
+
+def code_moments(codes):
+    """Mean ``(k,)`` and covariance ``(k, k)`` of the codes ``(n, k)``, in float64,
+    the covariance with a relative ridge of :data:`PRIOR_RIDGE`."""
     codes = codes.double()
-    centred = codes - codes.mean(dim=0)
+    mean = codes.mean(dim=0)
+    centred = codes - mean
     covariance = centred.T @ centred / max(1, len(codes) - 1)
     k = covariance.shape[0]
     ridge = PRIOR_RIDGE * (covariance.trace() / k + 1e-12)
-    covariance = covariance + ridge * torch.eye(
-        k, dtype=torch.float64, device=covariance.device
-    )
-    estimator._code_covariance = covariance.cpu().numpy()
-    estimator._code_mean = codes.mean(dim=0).cpu().numpy()
+    eye = torch.eye(k, dtype=torch.float64, device=covariance.device)
+    return mean, covariance + ridge * eye
+
+
+def _prior_weight(precision, loss, noise):
+    """The prior term's weight in the loss's units (see :func:`code_prior_term`)."""
+    return noise * precision if loss == "mse" else 0.5 * precision
+
+
+def training_code_prior(moments, residual, loss, strength, dtype):
+    """The prior on the codes of training's warm solves (``code_prior_weight``).
+
+    A Gaussian with the mean and covariance ``moments`` (:func:`code_moments`
+    of the codes training started from) and, for 'mse', the noise variance
+    estimated by the mean squared ``residual`` (scaled samples minus their
+    current reconstructions, NaN for a missing entry). Its weight is
+    ``strength`` times the posterior's (:func:`code_prior_term`). None where
+    the residual gives no noise variance.
+    """
+    mean, covariance = moments
+    noise = None
+    if loss == "mse":
+        squared = residual.double().pow(2)
+        noise = squared.nan_to_num(0.0).sum() / (~torch.isnan(squared)).sum()
+        if not torch.isfinite(noise):
+            return None
+    weight = strength * _prior_weight(torch.linalg.inv(covariance), loss, noise)
+    return GaussianCodePrior(mean.to(dtype), weight.to(dtype), all_rows=True)
 
 
 def code_prior_term(estimator, dtype, device):
@@ -68,13 +101,14 @@ def code_prior_term(estimator, dtype, device):
     cross-entropies plus half that quadratic without ``s^2``.
     """
     precision = torch.linalg.inv(torch.as_tensor(estimator._code_covariance))
+    noise = None
     if estimator._fitted_loss == "mse":
         noise = float(estimator.noise_variance_.mean()) / estimator.scale_**2
-        weight = noise * precision
-    else:
-        weight = 0.5 * precision
+    weight = _prior_weight(precision, estimator._fitted_loss, noise)
     mean = torch.as_tensor(estimator._code_mean)
-    return mean.to(dtype=dtype, device=device), weight.to(dtype=dtype, device=device)
+    return GaussianCodePrior(
+        mean.to(dtype=dtype, device=device), weight.to(dtype=dtype, device=device)
+    )
 
 
 def laplace_terms(estimator, X_scaled, Z):

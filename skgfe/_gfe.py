@@ -8,7 +8,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseDecoderTransformer, _fingerprint
 from ._devices import rows_at_once
-from ._error_bars import code_prior_term, fit_error_model, laplace_terms
+from ._error_bars import (
+    code_moments,
+    code_prior_term,
+    fit_error_model,
+    laplace_terms,
+    training_code_prior,
+)
 from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
 from ._flow.result import keep_better_solves
@@ -198,6 +204,25 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         :meth:`transform` and the validation loss start from ``init`` (see
         there: with 'amortized' the validation loss also tries each held-out
         sample's nearest training sample's current code as its start).
+
+    code_prior_weight : float, default=0.0
+        With ``warm_codes``: solve the training samples' codes under a Gaussian
+        prior, each minimising its reconstruction loss plus
+        ``code_prior_weight`` times the prior's term in the posterior:
+        ``s^2 (z - m)^T C^-1 (z - m) / n_features`` for 'mse' (``m``, ``C``:
+        mean and covariance of the codes training starts from, fixed for the
+        fit; ``s^2``: the current mean squared residual of the training
+        samples, refitted for every group of about 512) and
+        ``(z - m)^T C^-1 (z - m) / (2 n_features)`` for 'bce'. With more
+        components than the data's intrinsic dimension the free per-sample
+        codes fit noise, and the prior shrinks the code directions that vary
+        little (16 components of a 6-dimensional manifold in 64 features:
+        held-out error 0.18 of PCA's with 0.3, 0.36 without, the Autoencoder
+        0.23). Off by default because it holds back curved data with few
+        components: 2 components of an S-curve, 0.08 of the data's variance
+        with 0.3, 0.003 without. Only training uses it: :meth:`transform` and
+        the validation loss find each sample's best code under the decoder
+        alone.
 
     flow_time : float, default=1e4
         Integration horizon tau of the flow.
@@ -448,6 +473,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         "max_flow_steps": [Interval(Integral, 1, None, closed="left")],
         "decoder_init": [StrOptions({"auto", "pca", "random"})],
         "warm_codes": ["boolean"],
+        "code_prior_weight": [Interval(Real, 0, None, closed="left")],
     }
     # Missing entries (NaN) are left out of every loss: see the user guide.
     _accepts_missing = True
@@ -466,6 +492,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         training="approximate",
         init="auto",
         warm_codes=True,
+        code_prior_weight=0.0,
         flow_time=1e4,
         step_size=1.0,
         max_step_size=10.0,
@@ -498,6 +525,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self.training = training
         self.init = init
         self.warm_codes = warm_codes
+        self.code_prior_weight = code_prior_weight
         self.flow_time = flow_time
         self.step_size = step_size
         self.max_step_size = max_step_size
@@ -591,7 +619,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self._code_covariance = self._code_mean = None
         self._start_encoder = self._neighbour_codes = None
         self._n_neighbour_samples = None
-        self._train_codes = None
+        self._train_codes = self._train_prior = None
         # The validation loss starts held-out samples from their nearest
         # training sample's current code too (see _validation_loss).
         self._train_pool = pool_rows(X)
@@ -606,8 +634,24 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 self._train_codes = last[1].to(X.device).clone()
             else:
                 self._train_codes = self._flow_start_codes(X)
+        self._start_code_moments = self._code_prior_moments()
         # The current epoch's training flows that stopped short of flow_tol.
         self._short_solves = ShortSolves()
+
+    def _code_prior_moments(self):
+        """Mean and covariance of the training's code prior, or None for none.
+
+        From the codes training starts from, fixed for the whole fit: refitted
+        to the codes it shrinks, the prior would feed on itself (S-curve, 2
+        components: the smaller code variance fell 0.59 -> 0.001 and the
+        held-out error rose from 0.003 to 0.12 of the data's variance).
+        """
+        codes = self._train_codes
+        if not self.code_prior_weight or codes is None or len(codes) < 2:
+            return None
+        if not codes.double().var(dim=0).sum() > 0:
+            return None
+        return code_moments(codes)
 
     def _end_training(self):
         if self._train_codes is not None and self.warm_start:
@@ -619,6 +663,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # training codes are solved from.
         self._final_train_codes = self._train_codes
         self._train_codes = self._train_samples = self._train_pool = None
+        self._train_prior = self._start_code_moments = None
         short = getattr(self, "_short_solves", None)
         self._short_solves = None
         if short is not None and short.status:
@@ -678,11 +723,14 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     def _training_loss(self, X):
         # The training codes solved to full tolerance from their warm start
-        # (close already, so cheap); the next epoch starts from the better codes.
+        # (close already, so cheap); the next epoch starts from the better
+        # codes. Under a code prior the loss is that of the decoder's own best
+        # codes, as transform finds them and as the loss of the start that
+        # training compares with was measured; the warm codes stay the prior's.
         codes = getattr(self, "_train_codes", None)
         with torch.no_grad():
             result = self._flow(X, z0=codes)
-            if codes is not None:
+            if codes is not None and getattr(self, "_train_prior", None) is None:
                 self._train_codes = result.z
             return self._loss_function(self.decoder_(result.z), X).mean().item()
 
@@ -856,12 +904,29 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # MINIBATCH_GROUP_ROWS. Their steps then use these codes as they are.
         if getattr(self, "_train_codes", None) is None:
             return
+        X_rows, codes = X_train[rows], self._train_codes[rows]
+        self._train_prior = self._training_code_prior(X_rows, codes)
         result = self._flow(
-            X_train[rows], z0=self._train_codes[rows], max_evals=TRAINING_MAX_EVALS
+            X_rows, z0=codes, max_evals=TRAINING_MAX_EVALS, prior=self._train_prior
         )
         self._train_codes[rows] = result.z
         self._record_short_solves(result, warm=True)
         self._group_flow_steps = result.n_steps.double().mean().item()
+
+    def _training_code_prior(self, X_rows, codes):
+        """The prior of the warm solves of the training samples ``X_rows``
+        (scaled) from their codes ``codes``; None without one (see
+        ``code_prior_weight``)."""
+        moments = getattr(self, "_start_code_moments", None)
+        if moments is None:
+            return None
+        residual = None
+        if self._fitted_loss == "mse":
+            with torch.no_grad():
+                residual = X_rows - self.decoder_(codes)
+        return training_code_prior(
+            moments, residual, self._fitted_loss, self.code_prior_weight, codes.dtype
+        )
 
     def _batch_loss(self, X_batch, generator, rows=None):
         # 'approximate': the codes are held fixed and the gradient flows through

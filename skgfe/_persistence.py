@@ -73,6 +73,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _TRANSIENT = {
     "_optimizer",
     "_train_codes",
+    "_train_prior",
+    "_start_code_moments",
     "_train_samples",
     "_train_pool",
     "_final_train_codes",

@@ -10,7 +10,7 @@ import torch
 
 from skgfe._flow.derivatives import loss_gradient_and_gauss_newton
 from skgfe._flow.lm import lm_solve
-from skgfe._flow.objective import ReconstructionObjective
+from skgfe._flow.objective import GaussianCodePrior, ReconstructionObjective
 from skgfe._flow.uncertainty import laplace_covariance
 from skgfe._losses import LOSSES
 from skgfe._missing import check_observed_rows, iterative_pca
@@ -339,7 +339,8 @@ def test_map_codes_of_a_linear_decoder_are_probabilistic_pcas_posterior_mean():
     X_missing = X.masked_fill(missing, float("nan"))
     noise = 0.3
     eye = torch.eye(N_COMPONENTS, dtype=torch.float64)
-    prior = (torch.zeros(N_COMPONENTS, dtype=torch.float64), noise * eye)
+    mean = torch.zeros(N_COMPONENTS, dtype=torch.float64)
+    prior = GaussianCodePrior(mean, noise * eye)
     start = torch.zeros(30, N_COMPONENTS, dtype=torch.float64)
     objective = ReconstructionObjective(decoder, LOSSES["mse"], X_missing, prior=prior)
     result = lm_solve(objective, start, tol=1e-13)

@@ -89,8 +89,8 @@ def test_capped_warm_training_solves_do_not_warn(monkeypatch):
     capped = []
     flow = GradientFlowEncoder._flow
 
-    def spy(self, X, differentiable=False, z0=None, max_evals=None):
-        result = flow(self, X, differentiable, z0, max_evals)
+    def spy(self, X, differentiable=False, z0=None, max_evals=None, **kwargs):
+        result = flow(self, X, differentiable, z0, max_evals, **kwargs)
         if max_evals is not None:
             capped.append(int((result.status == MAX_STEPS).sum()))
         return result

@@ -229,9 +229,10 @@ def run_flow(
     solves for the point where either flow ends, a stationary code, and
     torchode's solvers). ``max_evals`` caps the evaluations per sample of a
     resumable solver ('lm', which then keeps each sample's first Gauss-Newton
-    matrix for all its steps; the others ignore it). ``prior = (mean, weight)``
-    adds a Gaussian prior's term to the loss of samples with missing entries
-    (NaN in ``X``) for the solvers that descend the objective directly ('lm',
+    matrix for all its steps; the others ignore it). ``prior``, a
+    :class:`~.objective.GaussianCodePrior`, adds a Gaussian prior's term to the
+    loss of samples with missing entries (NaN in ``X``), or of every sample if
+    it says ``all_rows``, for the solvers that descend the objective directly ('lm',
     'amd'); the integrators of a vector field ignore it. ``max_rows`` is the
     most samples 'lm' iterates at once (None: :data:`LM_CHUNK_ROWS`); it bounds
     memory and per-call overhead, not the results.

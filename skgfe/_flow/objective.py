@@ -1,5 +1,7 @@
 """The per-sample objective that a gradient flow descends."""
 
+from typing import NamedTuple
+
 import torch
 
 from .._networks import _pad_to_blocks
@@ -18,6 +20,20 @@ from .derivatives import (
 # the cost of a Gauss-Newton evaluation, and runs about 4x faster in float32
 # on a CPU (measured on the default decoder).
 JACOBIAN_DTYPE = torch.float32
+
+
+class GaussianCodePrior(NamedTuple):
+    """A Gaussian prior's term in the per-sample loss (see
+    :meth:`ReconstructionObjective._with_prior`).
+
+    ``mean`` ``(k,)`` and ``weight`` ``(k, k)``; ``all_rows``: the term applies
+    to every row (training's code prior), not only to rows with missing
+    entries (the error model's prior at inference).
+    """
+
+    mean: torch.Tensor
+    weight: torch.Tensor
+    all_rows: bool = False
 
 
 class ReconstructionObjective:
@@ -104,18 +120,20 @@ class ReconstructionObjective:
         complete rows apart from the incomplete ones; results in row order."""
         x = self.X if rows is None else self.X[rows]
         if self.observed is None:
-            return evaluate(z, x, None)
+            return self._complete_with_prior(evaluate(z, x, None), z)
         incomplete = self.incomplete if rows is None else self.incomplete[rows]
         observed = self.observed if rows is None else self.observed[rows]
         if incomplete.all():
-            return self._with_prior(evaluate(z, x, observed), z, observed)
+            return self._with_prior(evaluate(z, x, observed), z, observed.sum(dim=1))
         if not incomplete.any():
-            return evaluate(z, x, None)
+            return self._complete_with_prior(evaluate(z, x, None), z)
         part = incomplete.nonzero().squeeze(1)
         full = (~incomplete).nonzero().squeeze(1)
-        complete = evaluate(z[full], x[full], None)
+        complete = self._complete_with_prior(evaluate(z[full], x[full], None), z[full])
         partial = self._with_prior(
-            evaluate(z[part], x[part], observed[part]), z[part], observed[part]
+            evaluate(z[part], x[part], observed[part]),
+            z[part],
+            observed[part].sum(dim=1),
         )
         results = []
         for from_complete, from_partial in zip(complete, partial):
@@ -125,19 +143,26 @@ class ReconstructionObjective:
             results.append(result)
         return tuple(results)
 
-    def _with_prior(self, results, z, observed):
-        """Add the prior's term to the losses, gradients (and Gauss-Newton
-        matrices) of rows with missing entries.
+    def _complete_with_prior(self, results, z):
+        """Rows without missing entries: the prior's term only if it says
+        ``all_rows`` (each row then counts all its entries)."""
+        if self.prior is None or not self.prior.all_rows:
+            return results
+        count = torch.full((len(z),), self.X.shape[1], dtype=z.dtype, device=z.device)
+        return self._with_prior(results, z, count)
 
-        ``prior = (mean, weight)``: a row's loss gains
-        ``(z - mean)^T weight (z - mean) / n_observed``, the Gaussian prior's
-        negative log-density in the units of the loss (a mean over the observed
-        entries), so its optimum is the maximum a posteriori code.
+    def _with_prior(self, results, z, count):
+        """Add the prior's term to the losses, gradients (and Gauss-Newton
+        matrices) of rows observing ``count`` entries each.
+
+        A row's loss gains ``(z - mean)^T weight (z - mean) / count``, the
+        Gaussian prior's negative log-density in the units of the loss (a mean
+        over the observed entries), so its optimum is the maximum a posteriori
+        code.
         """
         if self.prior is None:
             return results
-        mean, weight = self.prior
-        count = observed.sum(dim=1)
+        mean, weight = self.prior.mean, self.prior.weight
         offset = z - mean
         pulled = offset @ weight
         values = results[0] + (offset * pulled).sum(dim=1) / count

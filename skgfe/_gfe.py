@@ -211,7 +211,9 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         ``code_prior_weight`` times the prior's term in the posterior:
         ``s^2 (z - m)^T C^-1 (z - m) / n_features`` for 'mse' (``m``, ``C``:
         mean and covariance of the codes training starts from, fixed for the
-        fit; ``s^2``: the current mean squared residual of the training
+        fit, or with start codes that are all equal (``init='zeros'``) of the
+        codes once each has been solved; ``s^2``: the current mean squared
+        residual of the training
         samples, refitted for every group of about 512) and
         ``(z - m)^T C^-1 (z - m) / (2 n_features)`` for 'bce'. With more
         components than the data's intrinsic dimension the free per-sample
@@ -635,6 +637,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             else:
                 self._train_codes = self._flow_start_codes(X)
         self._start_code_moments = self._code_prior_moments()
+        # Rows not yet solved while the prior waits for codes that vary.
+        self._prior_waiting_rows = None
+        if self.code_prior_weight and self._start_code_moments is None:
+            if self._train_codes is not None:
+                self._prior_waiting_rows = torch.ones(
+                    len(self._train_codes), dtype=torch.bool, device=X.device
+                )
         # The current epoch's training flows that stopped short of flow_tol.
         self._short_solves = ShortSolves()
 
@@ -644,7 +653,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         From the codes training starts from, fixed for the whole fit: refitted
         to the codes it shrinks, the prior would feed on itself (S-curve, 2
         components: the smaller code variance fell 0.59 -> 0.001 and the
-        held-out error rose from 0.003 to 0.12 of the data's variance).
+        held-out error rose from 0.003 to 0.12 of the data's variance). Start
+        codes that are all equal (init='zeros') give none: the prior is then
+        fitted once every training code has been solved once (see
+        _prepare_minibatches).
         """
         codes = self._train_codes
         if not self.code_prior_weight or codes is None or len(codes) < 2:
@@ -664,6 +676,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         self._final_train_codes = self._train_codes
         self._train_codes = self._train_samples = self._train_pool = None
         self._train_prior = self._start_code_moments = None
+        self._prior_waiting_rows = None
         short = getattr(self, "_short_solves", None)
         self._short_solves = None
         if short is not None and short.status:
@@ -910,6 +923,12 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             X_rows, z0=codes, max_evals=TRAINING_MAX_EVALS, prior=self._train_prior
         )
         self._train_codes[rows] = result.z
+        waiting = getattr(self, "_prior_waiting_rows", None)
+        if waiting is not None:
+            waiting[rows] = False
+            if not waiting.any():
+                self._prior_waiting_rows = None
+                self._start_code_moments = self._code_prior_moments()
         self._record_short_solves(result, warm=True)
         self._group_flow_steps = result.n_steps.double().mean().item()
 

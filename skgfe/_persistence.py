@@ -75,6 +75,7 @@ _TRANSIENT = {
     "_train_codes",
     "_train_prior",
     "_start_code_moments",
+    "_prior_waiting_rows",
     "_train_samples",
     "_train_pool",
     "_final_train_codes",

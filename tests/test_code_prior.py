@@ -164,3 +164,37 @@ def test_the_prior_shrinks_training_codes_towards_their_mean():
         shrunk = model._flow(X_t, z0=codes_t, prior=prior).z.numpy()
     spread = lambda Z: ((Z - codes.mean(axis=0)) ** 2).mean(axis=0)  # noqa: E731
     assert (spread(shrunk) < spread(codes)).all()
+
+
+@pytest.mark.parametrize("case", ["missing entries", "bce", "partial_fit"])
+def test_the_prior_trains_with_missing_entries_bce_and_partial_fit(case, monkeypatch):
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(80, 6))
+    params = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=3)
+    if case == "missing entries":
+        X[rng.uniform(size=X.shape) < 0.2] = np.nan
+    if case == "bce":
+        params["loss"] = "bce"
+    seen = []
+    flow = GradientFlowEncoder._flow
+
+    def recording(self, X, *args, max_evals=None, prior=None, **kwargs):
+        if max_evals is not None:
+            seen.append(prior)
+        return flow(self, X, *args, max_evals=max_evals, prior=prior, **kwargs)
+
+    monkeypatch.setattr(GradientFlowEncoder, "_flow", recording)
+    model = GradientFlowEncoder(**params, code_prior_weight=0.3, random_state=0)
+    if case == "partial_fit":
+        model.partial_fit(X[:40]).partial_fit(X[40:])
+    else:
+        model.fit(X)
+    if case == "bce":
+        # init='zeros' (a random decoder): the codes start equal, and the
+        # prior waits until every training code has been solved once (the
+        # first epoch's one group of rows).
+        assert seen[0] is None
+        seen = seen[1:]
+    assert seen and all(p is not None and p.all_rows for p in seen)
+    assert all(torch.isfinite(p.weight).all() for p in seen)
+    assert np.isfinite(model.transform(X)).all()

@@ -115,7 +115,7 @@ def format_report(results, cells, seeds, seconds):
         f"'GFE prior' with `code_prior_weight={WEIGHT}`.",
         "",
         "| data | n | k | GFE | GFE prior | Autoencoder | prior / default "
-        "| epochs GFE / prior |",
+        "| mean epochs GFE / prior |",
         "|---|---|---|---|---|---|---|---|",
     ]
     better = worse = 0

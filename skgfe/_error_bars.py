@@ -83,7 +83,8 @@ def training_code_prior(moments, residual, loss, strength, dtype):
     noise = None
     if loss == "mse":
         squared = residual.double().pow(2)
-        noise = squared.nan_to_num(0.0).sum() / (~torch.isnan(squared)).sum()
+        missing = torch.isnan(squared)
+        noise = torch.where(missing, 0.0, squared).sum() / (~missing).sum()
         if not torch.isfinite(noise):
             return None
     weight = strength * _prior_weight(torch.linalg.inv(covariance), loss, noise)
@@ -91,7 +92,7 @@ def training_code_prior(moments, residual, loss, strength, dtype):
 
 
 def code_prior_term(estimator, dtype, device):
-    """``(mean, weight)`` of the prior's term in a sample's loss (scaled units).
+    """The :class:`GaussianCodePrior` of rows with missing entries (scaled units).
 
     The loss of a sample is a mean over its observed entries of squared errors
     (or cross-entropies); with Gaussian noise of variance ``s^2`` (the mean of

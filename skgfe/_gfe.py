@@ -206,16 +206,18 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         sample's nearest training sample's current code as its start).
 
     code_prior_weight : float, default=0.0
-        With ``warm_codes``: solve the training samples' codes under a Gaussian
-        prior, each minimising its reconstruction loss plus
-        ``code_prior_weight`` times the prior's term in the posterior:
-        ``s^2 (z - m)^T C^-1 (z - m) / n_features`` for 'mse' (``m``, ``C``:
+        With ``solver='lm'`` and ``warm_codes`` (otherwise it is not used):
+        solve the training samples' codes under a Gaussian prior, each
+        minimising its reconstruction loss plus ``code_prior_weight`` times the
+        prior's term in the posterior: ``s^2 (z - m)^T C^-1 (z - m) / n_obs``
+        for 'mse' (``n_obs``: the sample's observed entries; ``m``, ``C``:
         mean and covariance of the codes training starts from, fixed for the
-        fit, or with start codes that are all equal (``init='zeros'``) of the
-        codes once each has been solved; ``s^2``: the current mean squared
-        residual of the training
-        samples, refitted for every group of about 512) and
-        ``(z - m)^T C^-1 (z - m) / (2 n_features)`` for 'bce'. With more
+        fit and kept by a warm-start fit on the same samples, or, with start
+        codes that are all equal or random (``init='zeros'`` or 'random'), of
+        the codes once each has been solved, so not in a one-epoch fit or
+        ``partial_fit``; ``s^2``: the current mean squared residual of the
+        training samples, refitted for every group of about 512) and
+        ``(z - m)^T C^-1 (z - m) / (2 n_obs)`` for 'bce'. With more
         components than the data's intrinsic dimension the free per-sample
         codes fit noise, and the prior shrinks the code directions that vary
         little (16 components of a 6-dimensional manifold in 64 features:
@@ -626,17 +628,24 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # training sample's current code too (see _validation_loss).
         self._train_pool = pool_rows(X)
         self._train_samples = X
+        resumed = False
         if self.warm_codes and SOLVERS[self.solver].resumable:
             # A warm-start fit on the same training samples resumes from the codes
             # the previous fit reached (restarting them from init would undo the
             # codes' part of the block-coordinate descent).
             last = getattr(self, "_last_train_codes", None)
             self._train_fingerprint = _fingerprint(X) if self.warm_start else None
-            if last is not None and last[0] == self._train_fingerprint:
+            resumed = last is not None and last[0] == self._train_fingerprint
+            if resumed:
                 self._train_codes = last[1].to(X.device).clone()
             else:
                 self._train_codes = self._flow_start_codes(X)
-        self._start_code_moments = self._code_prior_moments()
+        self._start_code_moments = self._code_prior_moments(at_start=True)
+        last_moments = getattr(self, "_last_code_prior_moments", None)
+        if resumed and last_moments is not None and self.code_prior_weight:
+            # The resumed codes were solved under the prior: refitted to them,
+            # it would tighten with every warm-start fit.
+            self._start_code_moments = last_moments
         # Rows not yet solved while the prior waits for codes that vary.
         self._prior_waiting_rows = None
         if self.code_prior_weight and self._start_code_moments is None:
@@ -647,19 +656,22 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # The current epoch's training flows that stopped short of flow_tol.
         self._short_solves = ShortSolves()
 
-    def _code_prior_moments(self):
+    def _code_prior_moments(self, at_start=False):
         """Mean and covariance of the training's code prior, or None for none.
 
         From the codes training starts from, fixed for the whole fit: refitted
         to the codes it shrinks, the prior would feed on itself (S-curve, 2
         components: the smaller code variance fell 0.59 -> 0.001 and the
         held-out error rose from 0.003 to 0.12 of the data's variance). Start
-        codes that are all equal (init='zeros') give none: the prior is then
-        fitted once every training code has been solved once (see
-        _prepare_minibatches).
+        codes that are all equal (init='zeros') or random (init='random') give
+        none (``at_start``): the prior is then fitted once every training code
+        has been solved once (see _prepare_minibatches).
         """
         codes = self._train_codes
         if not self.code_prior_weight or codes is None or len(codes) < 2:
+            return None
+        if at_start and self._resolved_init() == "random":
+            # Random start codes say nothing of the data: wait as for equal ones.
             return None
         if not codes.double().var(dim=0).sum() > 0:
             return None
@@ -671,6 +683,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 self._train_fingerprint,
                 self._train_codes.detach().cpu(),
             )
+            self._last_code_prior_moments = self._start_code_moments
         # Close to the final decoder's codes: where the start encoder's
         # training codes are solved from.
         self._final_train_codes = self._train_codes
@@ -684,7 +697,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
 
     def _forget_resume_state(self):
         super()._forget_resume_state()
-        self._last_train_codes = None
+        self._last_train_codes = self._last_code_prior_moments = None
 
     def _record_short_solves(self, result, warm):
         """Count the training flows of this epoch that stopped short of flow_tol."""

@@ -88,6 +88,7 @@ _TRANSIENT = {
     # restarts them from init.
     "_train_fingerprint",
     "_last_train_codes",
+    "_last_code_prior_moments",
     "_last_split",
     "_skl_callbacks",
     "_skl_callbacks_to_teardown",

@@ -29,7 +29,7 @@ def test_an_all_rows_prior_gives_complete_rows_their_map_code():
     W = decoder.layers[0].weight.detach()
     b = decoder.layers[0].bias.detach()
     expected = torch.linalg.solve(
-        W.T @ W + weight, (W.T @ (X - b).T).T.T + (weight @ mean)[:, None]
+        W.T @ W + weight, (W.T @ (X - b).T) + (weight @ mean)[:, None]
     ).T
     for all_rows, target in ((True, expected), (False, None)):
         prior = GaussianCodePrior(mean, weight, all_rows=all_rows)
@@ -198,3 +198,36 @@ def test_the_prior_trains_with_missing_entries_bce_and_partial_fit(case, monkeyp
     assert seen and all(p is not None and p.all_rows for p in seen)
     assert all(torch.isfinite(p.weight).all() for p in seen)
     assert np.isfinite(model.transform(X)).all()
+
+
+def test_a_warm_start_fit_keeps_the_prior_of_the_first(monkeypatch):
+    # The resumed codes were solved under the prior; refitting it to them
+    # would tighten it with every warm-start fit.
+    seen = []
+    flow = GradientFlowEncoder._flow
+
+    def recording(self, X, *args, max_evals=None, prior=None, **kwargs):
+        if max_evals is not None:
+            seen.append(prior)
+        return flow(self, X, *args, max_evals=max_evals, prior=prior, **kwargs)
+
+    monkeypatch.setattr(GradientFlowEncoder, "_flow", recording)
+    X = np.random.RandomState(0).normal(size=(120, 6))
+    model = GradientFlowEncoder(
+        n_components=2,
+        hidden_layer_sizes=(8,),
+        max_iter=3,
+        random_state=0,
+        warm_start=True,
+        early_stopping=False,  # the same training samples: their codes resume
+        code_prior_weight=0.3,
+    )
+    model.fit(X)
+    first = seen[0]
+    seen.clear()
+    model.fit(X)
+    torch.testing.assert_close(seen[0].mean, first.mean, rtol=0, atol=0)
+    # A new model would fit the prior to the resumed, shrunk codes instead.
+    assert not torch.equal(
+        code_moments(model._last_train_codes[1])[0].to(first.mean.dtype), first.mean
+    )

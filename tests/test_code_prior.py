@@ -93,9 +93,9 @@ def test_training_code_prior_is_the_scaled_posterior_term():
     )
 
 
-def _priors_of_a_fit(monkeypatch, **params):
-    """The priors ``_flow`` received in a small fit, by whether it was a
-    capped warm solve, plus the fitted model."""
+def _record_priors(monkeypatch):
+    """The priors ``GradientFlowEncoder._flow`` receives from now on, by
+    whether the solve was a capped warm one ('warm') or not ('other')."""
     seen = {"warm": [], "other": []}
     flow = GradientFlowEncoder._flow
 
@@ -104,6 +104,13 @@ def _priors_of_a_fit(monkeypatch, **params):
         return flow(self, X, *args, max_evals=max_evals, prior=prior, **kwargs)
 
     monkeypatch.setattr(GradientFlowEncoder, "_flow", recording)
+    return seen
+
+
+def _priors_of_a_fit(monkeypatch, **params):
+    """The priors ``_flow`` received in a small fit (see _record_priors),
+    plus the fitted model."""
+    seen = _record_priors(monkeypatch)
     X = np.random.RandomState(0).normal(size=(120, 6))
     model = GradientFlowEncoder(
         n_components=2, hidden_layer_sizes=(8,), max_iter=3, random_state=0, **params
@@ -175,15 +182,7 @@ def test_the_prior_trains_with_missing_entries_bce_and_partial_fit(case, monkeyp
         X[rng.uniform(size=X.shape) < 0.2] = np.nan
     if case == "bce":
         params["loss"] = "bce"
-    seen = []
-    flow = GradientFlowEncoder._flow
-
-    def recording(self, X, *args, max_evals=None, prior=None, **kwargs):
-        if max_evals is not None:
-            seen.append(prior)
-        return flow(self, X, *args, max_evals=max_evals, prior=prior, **kwargs)
-
-    monkeypatch.setattr(GradientFlowEncoder, "_flow", recording)
+    seen = _record_priors(monkeypatch)["warm"]
     model = GradientFlowEncoder(**params, code_prior_weight=0.3, random_state=0)
     if case == "partial_fit":
         model.partial_fit(X[:40]).partial_fit(X[40:])
@@ -203,15 +202,7 @@ def test_the_prior_trains_with_missing_entries_bce_and_partial_fit(case, monkeyp
 def test_a_warm_start_fit_keeps_the_prior_of_the_first(monkeypatch):
     # The resumed codes were solved under the prior; refitting it to them
     # would tighten it with every warm-start fit.
-    seen = []
-    flow = GradientFlowEncoder._flow
-
-    def recording(self, X, *args, max_evals=None, prior=None, **kwargs):
-        if max_evals is not None:
-            seen.append(prior)
-        return flow(self, X, *args, max_evals=max_evals, prior=prior, **kwargs)
-
-    monkeypatch.setattr(GradientFlowEncoder, "_flow", recording)
+    seen = _record_priors(monkeypatch)["warm"]
     X = np.random.RandomState(0).normal(size=(120, 6))
     model = GradientFlowEncoder(
         n_components=2,

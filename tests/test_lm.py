@@ -10,6 +10,7 @@ import skgfe._flow.dispatch as dispatch
 import skgfe._training as training_module
 from skgfe import GradientFlowEncoder
 from skgfe._flow import STATUS_NAMES, ReconstructionObjective, lm_solve, run_flow
+from skgfe._flow.objective import GaussianCodePrior
 from skgfe._flow.result import CONVERGED
 from skgfe._gfe import TRAINING_MAX_EVALS
 from skgfe._losses import LOSSES
@@ -229,32 +230,74 @@ def test_lm_solve_stops_at_max_evals():
 
 
 class CountingObjective(ReconstructionObjective):
-    """Counts the Gauss-Newton evaluations (each with a Jacobian)."""
+    """Counts the rows whose Gauss-Newton matrix (a Jacobian each) is formed."""
 
     gauss_newton_rows = 0
 
-    def gauss_newton(self, z, rows=None):
-        self.gauss_newton_rows += len(z)
-        return super().gauss_newton(z, rows)
+    def evaluate(self, z, rows=None):
+        loss, grad, gauss_newton = super().evaluate(z, rows)
+
+        def counted(positions=None):
+            self.gauss_newton_rows += len(z) if positions is None else len(positions)
+            return gauss_newton(positions)
+
+        return loss, grad, counted
 
 
-@pytest.mark.parametrize("max_evals", [2, 3, 5])
-def test_last_budgeted_evaluation_skips_the_jacobian_with_the_same_codes(
-    max_evals, monkeypatch
-):
-    # A capped solve's last trial needs the loss and gradient only: the same
-    # codes, losses and statuses as with the Gauss-Newton matrix, fewer Jacobians.
-    import skgfe._flow.lm as lm
+class EagerObjective(CountingObjective):
+    """Forms every evaluated row's Gauss-Newton matrix, as a solver that does
+    not defer them would."""
 
+    def evaluate(self, z, rows=None):
+        loss, grad, gauss_newton = super().evaluate(z, rows)
+        gn = gauss_newton()
+        return (
+            loss,
+            grad,
+            lambda positions=None: gn if positions is None else gn[positions],
+        )
+
+
+@pytest.mark.parametrize("max_evals", [None, 2, 3, 5])
+def test_deferred_gauss_newton_gives_the_same_codes_with_fewer_jacobians(max_evals):
+    # Only the samples that step on from an accepted trial need its matrix:
+    # those rejected or stopping there (converged, or out of budget) do not.
+    # The codes, losses and statuses are those of forming them all.
     decoder, X, z0 = tanh_problem(seed=0, n_rows=20)
     lean = CountingObjective(decoder, LOSSES["mse"], X)
     result = lm_solve(lean, z0, tol=1e-6, max_evals=max_evals)
-    monkeypatch.setattr(lm, "_last_evaluation", lambda *args: False)
-    full = CountingObjective(decoder, LOSSES["mse"], X)
-    reference = lm_solve(full, z0, tol=1e-6, max_evals=max_evals)
-    for name in ("z", "loss", "n_steps", "n_evals", "status"):
+    eager = EagerObjective(decoder, LOSSES["mse"], X)
+    reference = lm_solve(eager, z0, tol=1e-6, max_evals=max_evals)
+    for name in ("z", "loss", "grad_norm", "n_steps", "n_evals", "status"):
         assert torch.equal(getattr(result, name), getattr(reference, name)), name
-    assert lean.gauss_newton_rows < full.gauss_newton_rows
+    assert eager.gauss_newton_rows == int(reference.n_evals.sum())
+    assert lean.gauss_newton_rows < eager.gauss_newton_rows
+
+
+def test_deferred_gauss_newton_matrices_do_not_depend_on_the_rows_asked_with_them():
+    # Each row's matrix is bit-identical to its row of the full evaluation,
+    # alone or asked with others, with missing entries and a prior too.
+    decoder, X, z0 = tanh_problem(seed=2, n_rows=45)
+    generator = torch.Generator().manual_seed(3)
+    z0 = torch.randn(z0.shape, generator=generator, dtype=z0.dtype)
+    X = X.clone()
+    X[::3, 1] = torch.nan
+    prior = GaussianCodePrior(
+        torch.zeros(z0.shape[1], dtype=z0.dtype),
+        0.1 * torch.eye(z0.shape[1], dtype=z0.dtype),
+        all_rows=True,
+    )
+    for objective in (
+        ReconstructionObjective(decoder, LOSSES["mse"], X),
+        ReconstructionObjective(decoder, LOSSES["mse"], X, prior=prior),
+        ReconstructionObjective(decoder, LOSSES["bce"], X.sigmoid()),
+    ):
+        loss, grad, gn = objective.gauss_newton(z0)
+        deferred_loss, deferred_grad, deferred = objective.evaluate(z0)
+        assert torch.equal(loss, deferred_loss) and torch.equal(grad, deferred_grad)
+        for positions in ([0], [44, 3, 7], list(range(1, 45, 2))):
+            positions = torch.tensor(positions)
+            assert torch.equal(deferred(positions), gn[positions])
 
 
 @pytest.mark.parametrize("max_rows", [1, 3, 8, 19])
@@ -268,13 +311,13 @@ def test_lm_solve_iterates_at_most_max_rows_with_the_same_results(max_rows):
     assert len(set(everything.n_evals.tolist())) > 3
     assert everything.n_evals[7] == 1 and everything.status[7] == CONVERGED
     sizes = []
-    evaluate = objective.gauss_newton
+    evaluate = objective.evaluate
 
     def recording(z, rows):
         sizes.append(len(rows))
         return evaluate(z, rows)
 
-    objective.gauss_newton = recording
+    objective.evaluate = recording
     bounded = lm_solve(objective, z0, tol=1e-6, max_rows=max_rows)
     assert max(sizes) <= max_rows and sum(sizes) == int(everything.n_evals.sum())
     torch.testing.assert_close(bounded.z, everything.z, rtol=0, atol=1e-12)

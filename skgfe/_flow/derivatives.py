@@ -33,7 +33,7 @@ import math
 import torch
 
 from .._losses import LOSSES
-from .._networks import MLP, ModifiedMLP, _pad_to_blocks
+from .._networks import MLP, ROW_BLOCK, ModifiedMLP, _pad_to_blocks
 
 _SQRT_2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -355,21 +355,89 @@ def loss_gradient_and_gauss_newton(
     ``observed`` as in :func:`loss_and_gradient`: ``W`` weighs the observed
     entries only.
     """
-    n_rows, k = z.shape
-    dtype = z.dtype if jacobian_dtype is None else jacobian_dtype
+    values, grad, gauss_newton = loss_gradient_and_deferred_gauss_newton(
+        decoder, loss, z, X, jacobian_dtype, observed
+    )
+    return values, grad, gauss_newton()
+
+
+def loss_gradient_and_deferred_gauss_newton(
+    decoder, loss, z, X, jacobian_dtype=None, observed=None
+):
+    """:func:`loss_gradient_and_gauss_newton` with the Gauss-Newton matrices
+    left to be formed on demand.
+
+    Returns ``values (n,)``, ``grad (n, k)`` and a :class:`DeferredGaussNewton`
+    whose call with row positions gives those rows' matrices (all rows without
+    positions). A solver that rejects a trial, or stops at it, never needs its
+    matrix: the forward-mode Jacobian, most of an evaluation's cost, is then
+    spent on the rows that step on only.
+    """
     plan = _plan(decoder)
     with torch.no_grad():
-        output, cache = _forward(plan, z)
+        output, cache = _forward(plan, z.detach())
         values, g_out, weights = _loss_terms(loss, output, X, observed)
         grad = _reverse(plan, cache, g_out)
+    n_rows = z.shape[0]
+    deferred = DeferredGaussNewton(
+        plan,
+        cache,
+        weights,
+        n_rows,
+        output.shape[-1],
+        z.dtype if jacobian_dtype is None else jacobian_dtype,
+        z.dtype,
+    )
+    return _rows(values, n_rows), _rows(grad, n_rows), deferred
+
+
+class DeferredGaussNewton:
+    """The Gauss-Newton matrices of one evaluation's rows, formed on demand
+    from its forward pass (see :func:`loss_gradient_and_deferred_gauss_newton`).
+
+    The rows asked for are gathered into row blocks of the forward pass's
+    size, so each row's matrix comes from the same per-row products, and is
+    bit-identical, whichever rows are asked for with it.
+    """
+
+    def __init__(self, plan, cache, weights, n_rows, n_features, dtype, out_dtype):
+        self.plan = plan
+        self.cache = cache
+        self.weights = weights
+        self.n_rows = n_rows
+        self.n_features = n_features
+        self.dtype = dtype
+        self.out_dtype = out_dtype
+
+    def __call__(self, positions=None):
+        """Gauss-Newton matrices ``(m, k, k)`` of the rows at ``positions`` (a
+        tensor of indices into the evaluation's rows; None: all rows)."""
+        cache, weights, n_rows = self.cache, self.weights, self.n_rows
+        if positions is not None:
+            n_rows = len(positions)
+
+            def gather(blocks):
+                if blocks is None:
+                    return None
+                rows = blocks.reshape(-1, blocks.shape[-1]).index_select(0, positions)
+                return _pad_to_blocks(rows)
+
+            cache = {"hidden": [tuple(map(gather, pair)) for pair in cache["hidden"]]}
+            if "gates" in self.cache:
+                cache["gates"] = tuple(map(gather, self.cache["gates"]))
+            weights = gather(weights)
+        with torch.no_grad():
+            gn = self._blocks(cache, weights, n_rows)
+        return _rows(gn, n_rows).to(self.out_dtype)
+
+    def _blocks(self, cache, weights, n_rows):
+        plan, dtype, n_features = self.plan, self.dtype, self.n_features
         t_h = _hidden_tangents(plan, cache, dtype)
         if _uses_output_gram(plan, t_h, weights):
-            gn = (2.0 / output.shape[-1]) * _gauss_newton_from_gram(plan, t_h, dtype)
-        else:
-            shape = (*output.shape[:2], k, output.shape[-1])
-            jac = _jacobian(plan, t_h, shape, dtype)
-            if weights is None:
-                gn = (2.0 / output.shape[-1]) * (jac @ jac.transpose(-1, -2))
-            else:
-                gn = (jac * weights.to(dtype).unsqueeze(-2)) @ jac.transpose(-1, -2)
-    return _rows(values, n_rows), _rows(grad, n_rows), _rows(gn, n_rows).to(z.dtype)
+            return (2.0 / n_features) * _gauss_newton_from_gram(plan, t_h, dtype)
+        k = plan.layers[0][0].shape[1]
+        n_blocks = -(-n_rows // ROW_BLOCK)
+        jac = _jacobian(plan, t_h, (n_blocks, ROW_BLOCK, k, n_features), dtype)
+        if weights is None:
+            return (2.0 / n_features) * (jac @ jac.transpose(-1, -2))
+        return (jac * weights.to(dtype).unsqueeze(-2)) @ jac.transpose(-1, -2)

@@ -11,7 +11,10 @@ decoder's output (``2/p I`` for 'mse'; Bernoulli weights ``s (1 - s) / p`` for
 'bce', the generalised Gauss-Newton matrix). With large damping ``mu`` a step is a
 short gradient step ``-grad l / mu`` (the flow itself); without damping it is a step
 of the natural-gradient flow under the decoder's pull-back metric ``J^T J``, which
-converges in a few steps where the plain gradient flow needs hundreds.
+converges in a few steps where the plain gradient flow needs hundreds. The
+matrix of a trial is formed only for the samples that step on from it (the
+Jacobian is most of an evaluation's cost): a rejected trial keeps the sample's
+matrix, and a sample that stops at its trial needs none.
 
 Every sample keeps its own damping, accept/reject decision and stopping flag
 (Nielsen's update: ``mu`` shrinks by ``max(1/3, 1 - (2 rho - 1)^3)`` after a step
@@ -60,9 +63,12 @@ def lm_solve(
     Parameters
     ----------
     objective : ReconstructionObjective
-        Provides ``gauss_newton(z, rows)``: per-sample losses ``(m,)``, gradients
-        ``(m, k)`` and Gauss-Newton matrices ``(m, k, k)`` for the sample indices
-        ``rows``.
+        Provides ``evaluate(z, rows)``: per-sample losses ``(m,)``, gradients
+        ``(m, k)`` and a function that forms the Gauss-Newton matrices
+        ``(m', k, k)`` of given positions among the sample indices ``rows``
+        (only samples that step on from a trial need its matrix: one that
+        rejects the trial keeps its own, one that stops needs none), and,
+        with ``fixed_metric``, ``objective(z, rows)``: losses and gradients.
     z0 : torch.Tensor of shape (n_samples, k)
         Initial codes.
     tol : float
@@ -90,7 +96,8 @@ def lm_solve(
     -------
     FlowResult
         ``n_steps`` counts accepted steps, ``n_evals`` evaluations (each a forward
-        pass with the Jacobian); ``t`` is NaN (no flow time is integrated).
+        pass, with the Jacobian where the sample steps on from it); ``t`` is NaN
+        (no flow time is integrated).
     """
     n_samples, k = z0.shape
     device, dtype = z0.device, z0.dtype
@@ -120,55 +127,50 @@ def lm_solve(
             # The running samples keep their metric: loss and gradient only;
             # joining samples get their first Gauss-Newton matrix apart.
             loss, grad = objective(z_try, running.rows)
-            gn = running.gn
+            trial_metric = None
             if n_new:
-                joining = objective.gauss_newton(out.z[new_rows], new_rows)
-                loss, grad, gn = (
-                    torch.cat([a, b]) for a, b in zip((loss, grad, gn), joining)
-                )
+                joining = objective.evaluate(out.z[new_rows], new_rows)
         elif running is not None:
             rows = torch.cat([running.rows, new_rows]) if n_new else running.rows
             z_eval = torch.cat([z_try, out.z[new_rows]]) if n_new else z_try
-            if _last_evaluation(running, n_new, max_evals):
-                # Every running sample stops after this evaluation, so its
-                # Gauss-Newton matrix would go unused: the loss and gradient
-                # (the same values) decide the last trial, without the Jacobian.
-                loss, grad = objective(z_eval, rows)
-                gn = running.gn
-            else:
-                loss, grad, gn = objective.gauss_newton(z_eval, rows)
+            # One evaluation of the running and the joining samples; the
+            # Gauss-Newton matrices only of those that go on from it.
+            loss, grad, trial_metric = objective.evaluate(z_eval, rows)
+            if n_new:
+                joining = _offset(loss, grad, trial_metric, n_running)
+                loss, grad = loss[:n_running], grad[:n_running]
         else:
-            loss, grad, gn = objective.gauss_newton(out.z[new_rows], new_rows)
+            joining = objective.evaluate(out.z[new_rows], new_rows)
 
         if running is not None:
-            m = n_running
             running = _update(
                 running,
                 delta,
                 predicted,
                 factored,
-                (z_try, loss[:m], grad[:m], gn[:m]),
+                (z_try, loss, grad, trial_metric),
                 out,
                 tol=tol,
                 max_steps=max_steps,
                 max_evals=max_evals,
                 eps=eps,
             )
-            loss, grad, gn = loss[m:], grad[m:], gn[m:]
         if n_new:
-            joined = _admit(new_rows, out.z[new_rows], loss, grad, gn, out, tol)
+            joined = _admit(new_rows, out.z[new_rows], *joining, out, tol)
             running = joined if running is None else running.extend(joined)
         if running is not None and not len(running.rows):
             running = None
     return out.result()
 
 
-def _last_evaluation(running, n_new, max_evals):
-    """True when the coming evaluation is the last of every running sample
-    (``max_evals`` reached) and no sample joins."""
-    if max_evals is None or running is None or n_new:
-        return False
-    return bool((running.n_evals + 1 >= max_evals).all())
+def _offset(loss, grad, gauss_newton, first):
+    """The losses, gradients and deferred Gauss-Newton matrices of the rows of
+    an evaluation from position ``first`` on."""
+
+    def shifted(positions):
+        return gauss_newton(positions + first)
+
+    return loss[first:], grad[first:], shifted
 
 
 class _Running:
@@ -207,16 +209,20 @@ class _Running:
         )
 
 
-def _admit(rows, z, loss, grad, gn, out, tol):
-    """Start the samples ``rows`` from their first evaluation; return the running."""
+def _admit(rows, z, loss, grad, gauss_newton, out, tol):
+    """Start the samples ``rows`` from their first evaluation (``gauss_newton``
+    gives the Gauss-Newton matrices of its rows at given positions); return
+    the running."""
     require_finite_start(loss, grad)
     grad_norm = torch.linalg.vector_norm(grad, dim=1)
     out.loss[rows], out.grad_norm[rows] = loss, grad_norm
     out.n_evals[rows] = 1
     done = grad_norm <= tol
     out.status[rows[done]] = CONVERGED
-    keep = ~done
-    scale = gn[keep].diagonal(dim1=1, dim2=2).amax(dim=1)
+    keep = (~done).nonzero().squeeze(1)
+    # A sample that converged at its start needs no Gauss-Newton matrix.
+    gn = gauss_newton(keep) if len(keep) else z.new_empty((0, *z.shape[1:2] * 2))
+    scale = gn.diagonal(dim1=1, dim2=2).amax(dim=1)
     scale = scale.clamp(min=torch.finfo(z.dtype).tiny)
     n_kept = len(scale)
     return _Running(
@@ -224,7 +230,7 @@ def _admit(rows, z, loss, grad, gn, out, tol):
         z=z[keep],
         loss=loss[keep],
         grad=grad[keep],
-        gn=gn[keep],
+        gn=gn,
         grad_norm=grad_norm[keep],
         mu=INITIAL_DAMPING * scale,
         nu=torch.full_like(scale, 2.0),
@@ -254,7 +260,7 @@ def _update(
 ):
     """Accept or reject each sample's trial, adapt its damping, retire the
     samples that stop (into ``out``); return the samples still running."""
-    z_try, loss_try, grad_try, gn_try = trial
+    z_try, loss_try, grad_try, trial_metric = trial
     s.n_evals += 1
     decrease = s.loss - loss_try
     grad_norm_try = torch.linalg.vector_norm(grad_try, dim=1)
@@ -273,7 +279,6 @@ def _update(
     s.z = torch.where(accept[:, None], z_try, s.z)
     s.loss = torch.where(accept, loss_try, s.loss)
     s.grad = torch.where(accept[:, None], grad_try, s.grad)
-    s.gn = torch.where(accept[:, None, None], gn_try, s.gn)
     s.grad_norm = torch.where(accept, grad_norm_try, s.grad_norm)
     s.n_steps += accept
     shrink = (1 - (2 * rho - 1) ** 3).clamp(min=1.0 / 3.0)
@@ -286,6 +291,12 @@ def _update(
         out_of_budget |= ~stalled & (s.n_evals >= max_evals)
     converged = accept & (s.grad_norm <= tol)
     stopped = stalled | out_of_budget | converged
+    if trial_metric is not None:
+        # The new metric of the samples that step on from their trial; those
+        # that keep their code keep theirs, and those that stop need none.
+        moved = (accept & ~stopped).nonzero().squeeze(1)
+        if len(moved):
+            s.gn = s.gn.index_copy(0, moved, trial_metric(moved))
     if not stopped.any():
         return s
     # Index tensors, computed once: masks would search the rows again for every

@@ -10,7 +10,7 @@ from .derivatives import (
     _masked_loss_terms,
     _rows,
     loss_and_gradient,
-    loss_gradient_and_gauss_newton,
+    loss_gradient_and_deferred_gauss_newton,
     supports_explicit_derivatives,
 )
 
@@ -179,15 +179,71 @@ class ReconstructionObjective:
         :data:`JACOBIAN_DTYPE` (when that is coarser than the data's) and
         returned in the data's dtype.
         """
+        loss, grad, gauss_newton = self.evaluate(z, rows)
+        return loss, grad, gauss_newton()
+
+    def evaluate(self, z, rows=None):
+        """:meth:`gauss_newton` with the matrices formed on demand.
+
+        Returns the losses, the gradients and ``gauss_newton(positions=None)``,
+        which gives the Gauss-Newton matrices of the rows at ``positions`` (a
+        tensor of indices into ``z``'s rows; None: all of them), each
+        bit-identical to its row of :meth:`gauss_newton`'s.
+        """
         if not self.explicit:
             raise ValueError(
                 "The Gauss-Newton solver needs skgfe's own decoders and no "
                 "differentiable (adjoint) flow."
             )
-        return self._by_completeness(self._gauss_newton, z, rows)
+        x = self.X if rows is None else self.X[rows]
+        if self.observed is None:
+            return self._deferred(z, x, None, self._complete_count(z))
+        incomplete = self.incomplete if rows is None else self.incomplete[rows]
+        observed = self.observed if rows is None else self.observed[rows]
+        if incomplete.all():
+            return self._deferred(z, x, observed, observed.sum(dim=1))
+        if not incomplete.any():
+            return self._deferred(z, x, None, self._complete_count(z))
+        part = incomplete.nonzero().squeeze(1)
+        full = (~incomplete).nonzero().squeeze(1)
+        groups = (
+            self._deferred(z[full], x[full], None, self._complete_count(z[full])),
+            self._deferred(z[part], x[part], observed[part], observed[part].sum(dim=1)),
+        )
+        loss = z.new_empty(len(z))
+        grad = torch.empty_like(z)
+        for where, (group_loss, group_grad, _) in zip((full, part), groups):
+            loss[where] = group_loss
+            grad[where] = group_grad
+        # Each row's place within its group.
+        place = torch.empty(len(z), dtype=torch.long, device=z.device)
+        place[full] = torch.arange(len(full), device=z.device)
+        place[part] = torch.arange(len(part), device=z.device)
 
-    def _gauss_newton(self, z, x, observed):
-        return loss_gradient_and_gauss_newton(
+        def gauss_newton(positions=None):
+            if positions is None:
+                positions = torch.arange(len(z), device=z.device)
+            gn = z.new_empty((len(positions), z.shape[1], z.shape[1]))
+            chosen = incomplete[positions]
+            for mask, (_, _, group_gn) in zip((~chosen, chosen), groups):
+                if mask.any():
+                    gn[mask] = group_gn(place[positions[mask]])
+            return gn
+
+        return loss, grad, gauss_newton
+
+    def _complete_count(self, z):
+        """Each complete row's count of entries, where the prior applies to it
+        (``all_rows``); None where no prior term applies."""
+        if self.prior is None or not self.prior.all_rows:
+            return None
+        return torch.full((len(z),), self.X.shape[1], dtype=z.dtype, device=z.device)
+
+    def _deferred(self, z, x, observed, count):
+        """Losses, gradients and deferred Gauss-Newton matrices of one group of
+        rows, with the prior's term for rows observing ``count`` entries each
+        (None: no prior term)."""
+        loss, grad, gauss_newton = loss_gradient_and_deferred_gauss_newton(
             self.plan,
             self.loss,
             z.detach(),
@@ -195,3 +251,13 @@ class ReconstructionObjective:
             jacobian_dtype=JACOBIAN_DTYPE,
             observed=observed,
         )
+        if self.prior is None or count is None:
+            return loss, grad, gauss_newton
+        loss, grad = self._with_prior((loss, grad), z, count)
+        curvature = 2.0 * self.prior.weight
+
+        def with_prior(positions=None):
+            rows = count if positions is None else count[positions]
+            return gauss_newton(positions) + curvature / rows[:, None, None]
+
+        return loss, grad, with_prior

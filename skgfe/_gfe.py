@@ -21,12 +21,13 @@ from ._flow.result import keep_better_solves
 from ._missing import iterative_pca
 from ._networks import make_mlp, set_linear_path
 from ._start_encoder import (
-    NeighbourCodes,
     amortized_start_codes,
     build_neighbour_codes,
     build_start_encoder,
+    codes_of_samples,
     fit_neighbour_codes,
     fit_start_encoder,
+    nearest_samples,
     pool_rows,
 )
 from ._torch_estimator import CHUNK_ROWS
@@ -628,6 +629,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # training sample's current code too (see _validation_loss).
         self._train_pool = pool_rows(X)
         self._train_samples = X
+        self._validation_neighbours = None
         resumed = False
         if self.warm_codes and SOLVERS[self.solver].resumable:
             # A warm-start fit on the same training samples resumes from the codes
@@ -688,6 +690,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         # training codes are solved from.
         self._final_train_codes = self._train_codes
         self._train_codes = self._train_samples = self._train_pool = None
+        self._validation_neighbours = None
         self._train_prior = self._start_code_moments = None
         self._prior_waiting_rows = None
         short = getattr(self, "_short_solves", None)
@@ -781,15 +784,21 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         if self._resolved_init() != "amortized" or codes is None:
             return super()._validation_loss(X)
         with torch.no_grad():
-            pool = self._train_pool
-            neighbours = NeighbourCodes(self._train_samples[pool], codes[pool])
+            # The samples do not change during a fit, only their codes: the
+            # nearest training sample of each held-out one is searched once.
+            cached = getattr(self, "_validation_neighbours", None)
+            if cached is None or cached[0] is not X:
+                pool_samples = self._train_samples[self._train_pool]
+                cached = (X, nearest_samples(X, pool_samples))
+                self._validation_neighbours = cached
+            nearest = codes_of_samples(cached[1], codes[self._train_pool].to(X.dtype))
             start = amortized_start_codes(
                 None,
                 self.decoder_,
                 self._loss_function,
                 X,
                 linear_path_codes(self.decoder_, X),
-                neighbours,
+                lambda _: nearest,
             )
             z = self._flow(X, z0=start).z
             return self._loss_function(self.decoder_(z), X).mean().item()

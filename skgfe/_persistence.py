@@ -78,6 +78,7 @@ _TRANSIENT = {
     "_prior_waiting_rows",
     "_train_samples",
     "_train_pool",
+    "_validation_neighbours",
     "_final_train_codes",
     # The training / held-out split, kept for GradientFlowImputer's fit.
     "_keep_split",

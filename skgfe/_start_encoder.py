@@ -159,12 +159,27 @@ def nearest_codes(X, samples, codes):
     -------
     codes : torch.Tensor of shape (n_samples, n_components)
     """
-    found = X.new_full((len(X), codes.shape[1]), torch.nan)
-    usable = ~torch.isnan(samples).any(dim=1)
-    if not usable.any():
-        return found
+    return codes_of_samples(nearest_samples(X, samples), codes.to(X.dtype))
+
+
+def codes_of_samples(index, codes):
+    """``codes`` at the sample indices ``index`` of :func:`nearest_samples`,
+    NaN where it is -1."""
+    if not len(codes):
+        return codes.new_full((len(index), codes.shape[1]), torch.nan)
+    found = codes.index_select(0, index.clamp(min=0))
+    return torch.where((index < 0)[:, None], torch.nan, found)
+
+
+def nearest_samples(X, samples):
+    """The index of each row's nearest sample in ``samples`` (see
+    :func:`nearest_codes`), -1 for a row with no observed entry or where no
+    sample is complete."""
+    index = torch.full((len(X),), -1, dtype=torch.long, device=X.device)
+    usable = (~torch.isnan(samples).any(dim=1)).nonzero().squeeze(1)
+    if not len(usable):
+        return index
     samples = samples[usable].to(X.dtype)
-    codes = codes[usable].to(X.dtype)
     squares = samples.pow(2)
     squared_norms = squares.sum(dim=1)
     missing = torch.isnan(X)
@@ -184,9 +199,8 @@ def nearest_codes(X, samples, codes):
             observed = _pad_to_blocks((~missing[start:stop]).to(X.dtype))
             observed_norms = _unpad(torch.matmul(observed, squares.T), len(chunk))
             norms = torch.where(incomplete[start:stop, None], observed_norms, norms)
-        found[start:stop] = codes[(norms - 2 * distances).argmin(dim=1)]
-    nothing_observed = missing.all(dim=1)
-    return torch.where(nothing_observed[:, None], torch.nan, found)
+        index[start:stop] = usable[(norms - 2 * distances).argmin(dim=1)]
+    return index.masked_fill(missing.all(dim=1), -1)
 
 
 class NeighbourCodes(nn.Module):
@@ -272,8 +286,10 @@ def amortized_start_codes(
         Scaled samples, NaN for a missing entry.
     linear_codes : torch.Tensor of shape (n_samples, n_components)
         Their linear starts.
-    neighbours : NeighbourCodes or None
-        The training samples and codes of :func:`fit_neighbour_codes`.
+    neighbours : callable or None
+        Maps ``X`` to the code of each row's nearest training sample (NaN
+        where it has none): the :class:`NeighbourCodes` of
+        :func:`fit_neighbour_codes`, or codes searched before.
 
     Returns
     -------

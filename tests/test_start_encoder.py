@@ -220,7 +220,9 @@ def test_nearest_codes_match_a_brute_force_search():
     assert np.all(np.isnan(found[5]))
     assert not np.array_equal(found[0], codes[9])
     empty = torch.full((4, 5), torch.nan, dtype=torch.float64)
-    assert torch.isnan(nearest_codes(torch.from_numpy(X), empty, codes[:4])).all()
+    assert torch.isnan(
+        nearest_codes(torch.from_numpy(X), empty, torch.from_numpy(codes[:4]))
+    ).all()
     # A row's nearest sample does not depend on its batch mates.
     for rows in (slice(3, 5), slice(0, 1), slice(4, 45)):
         alone = nearest_codes(
@@ -262,3 +264,38 @@ def test_curved_manifold_is_encoded_on_the_right_fold():
     reconstructed = gfe.inverse_transform(gfe.transform(X_test))
     error = np.mean((X_test - reconstructed) ** 2) / np.mean(X_test.var(axis=0))
     assert error < 0.035
+
+
+def test_validation_searches_nearest_training_samples_once_per_fit(
+    digits_split, monkeypatch
+):
+    # The held-out and training samples do not change during a fit, only the
+    # training codes: the search runs once, and the fit is the one that
+    # searches at every check.
+    import skgfe._gfe as gfe_module
+
+    X = digits_split[0][:300]
+    searches = []
+    search = gfe_module.nearest_samples
+
+    def counting(X, samples):
+        searches.append(len(X))
+        return search(X, samples)
+
+    monkeypatch.setattr(gfe_module, "nearest_samples", counting)
+    params = dict(n_components=4, max_iter=6, random_state=0)
+    once = fit_quietly(GradientFlowEncoder(**params), X)
+    assert searches == [30]
+    assert once._validation_neighbours is None  # not kept after fit
+
+    original = GradientFlowEncoder._validation_loss
+
+    def searching_every_time(self, X_val):
+        self._validation_neighbours = None
+        return original(self, X_val)
+
+    monkeypatch.setattr(GradientFlowEncoder, "_validation_loss", searching_every_time)
+    every = fit_quietly(GradientFlowEncoder(**params), X)
+    assert len(searches) == 1 + len(every.validation_scores_) + 1
+    assert once.validation_scores_ == every.validation_scores_
+    np.testing.assert_array_equal(once.transform(X), every.transform(X))

@@ -299,3 +299,37 @@ def test_validation_searches_nearest_training_samples_once_per_fit(
     assert len(searches) == 1 + len(every.validation_scores_) + 1
     assert once.validation_scores_ == every.validation_scores_
     np.testing.assert_array_equal(once.transform(X), every.transform(X))
+
+
+@pytest.mark.parametrize("n_features", [3, 64, 700])
+def test_screened_nearest_search_equals_the_exact_one(n_features):
+    # The float32 screen hands every row it cannot decide (two samples closer
+    # than its rounding) to the exact float64 comparison: the same indices,
+    # with exact ties, near ties below float32's resolution, and missing
+    # entries.
+    from skgfe._start_encoder import _NearestSearch, nearest_samples
+
+    rng = np.random.default_rng(n_features)
+    samples = rng.normal(size=(300, n_features))
+    samples[1] = samples[0]  # an exact tie: the first index wins
+    samples[3] = samples[2] * (1 + 1e-12)  # a tie float32 cannot resolve
+    X = rng.normal(size=(500, n_features))
+    X[:20] = samples[np.arange(20) % 4] + 1e-9 * rng.normal(size=(20, n_features))
+    X[20:40] = 1e3 * X[20:40]  # far rows, where the bound is widest
+    X[40, 0] = np.nan
+    # Pairs of samples 1e-6 apart, and rows near them: float32 alone picks
+    # the wrong one of a pair for about half of these rows.
+    samples[200:] = samples[100:200] + 1e-6 * rng.normal(size=(100, n_features))
+    X[50:150] = samples[100:200] + 1e-6 * rng.normal(size=(100, n_features))
+    search = _NearestSearch(torch.from_numpy(samples))
+    X_t = torch.from_numpy(X)
+    incomplete = torch.isnan(X_t).any(dim=1)
+    exact = search.exact(X_t, incomplete)
+    screened = search.screened(X_t, incomplete)
+    assert torch.equal(screened, exact)
+    assert (exact[:20:4] == 0).all()
+    coarse = torch.from_numpy(X[50:150]).float() @ search.coarse.T
+    float32_only = (search.coarse_norms - 2 * coarse).argmin(dim=1)
+    assert (float32_only != exact[50:150]).any()
+    index = nearest_samples(X_t, torch.from_numpy(samples))
+    assert torch.equal(index, exact)

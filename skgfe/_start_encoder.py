@@ -19,7 +19,7 @@ sample, like its code, does not depend on its batch.
 import torch
 from torch import nn
 
-from ._networks import _pad_to_blocks, _unpad, make_mlp
+from ._networks import ROW_BLOCK, _pad_to_blocks, _unpad, make_mlp
 from ._training import make_optimizer
 
 # One hidden layer of this width, as the prototype's MLPRegressor (issue 23).
@@ -216,16 +216,28 @@ class _NearestSearch:
             self.largest_norm = self.squared_norms.max().sqrt().item()
             self.largest_squared_norm = self.squared_norms.max().item()
 
-    def exact(self, X, incomplete):
-        """Positions in ``samples`` of the nearest sample of each row of ``X``."""
+    def exact(self, X, incomplete, rows=None):
+        """Positions in ``samples`` of the nearest sample of each row of ``X``
+        (of the rows ``rows`` only, when given: the row blocks that hold them
+        are compared whole, so each row keeps its place in its block)."""
         blocks = _pad_to_blocks(X.nan_to_num(0.0))
-        distances = _unpad(torch.matmul(blocks, self.samples.T), len(X))
+        blocks_incomplete = _pad_to_blocks(incomplete[:, None])
+        if rows is not None:
+            chosen, inverse = torch.unique(rows // ROW_BLOCK, return_inverse=True)
+            blocks = blocks.index_select(0, chosen)
+            blocks_incomplete = blocks_incomplete.index_select(0, chosen)
+        distances = torch.matmul(blocks, self.samples.T)
         norms = self.squared_norms.expand_as(distances)
-        if incomplete.any():
+        if blocks_incomplete.any():
             observed = _pad_to_blocks((~torch.isnan(X)).to(X.dtype))
-            observed_norms = _unpad(torch.matmul(observed, self.squares.T), len(X))
-            norms = torch.where(incomplete[:, None], observed_norms, norms)
-        return (norms - 2 * distances).argmin(dim=1)
+            if rows is not None:
+                observed = observed.index_select(0, chosen)
+            observed_norms = torch.matmul(observed, self.squares.T)
+            norms = torch.where(blocks_incomplete, observed_norms, norms)
+        found = (norms - 2 * distances).argmin(dim=-1)
+        if rows is None:
+            return _unpad(found[..., None], len(X)).squeeze(1)
+        return found[inverse, rows % ROW_BLOCK]
 
     def screened(self, X, incomplete):
         """:meth:`exact`'s positions, screened in float32 where that decides."""
@@ -254,7 +266,7 @@ class _NearestSearch:
         found[rows] = position[:, 0]
         undecided = torch.cat([rows[~decided], incomplete.nonzero().squeeze(1)])
         if len(undecided):
-            found[undecided] = self.exact(X[undecided], incomplete[undecided])
+            found[undecided] = self.exact(X, incomplete, undecided)
         return found
 
 

@@ -395,9 +395,10 @@ class DeferredGaussNewton:
     """The Gauss-Newton matrices of one evaluation's rows, formed on demand
     from its forward pass (see :func:`loss_gradient_and_deferred_gauss_newton`).
 
-    The rows asked for are gathered into row blocks of the forward pass's
-    size, so each row's matrix comes from the same per-row products, and is
-    bit-identical, whichever rows are asked for with it.
+    Only the row blocks that hold an asked row are computed, whole: a row's
+    matrix comes from the same products, at the same place in the same
+    block, whichever rows are asked for with it (for small layers the
+    batched products round a row differently at another place in a block).
     """
 
     def __init__(self, plan, cache, weights, n_rows, n_features, dtype, out_dtype):
@@ -412,23 +413,22 @@ class DeferredGaussNewton:
     def __call__(self, positions=None):
         """Gauss-Newton matrices ``(m, k, k)`` of the rows at ``positions`` (a
         tensor of indices into the evaluation's rows; None: all rows)."""
-        cache, weights, n_rows = self.cache, self.weights, self.n_rows
-        if positions is not None:
-            n_rows = len(positions)
+        if positions is None:
+            with torch.no_grad():
+                gn = self._blocks(self.cache, self.weights, self.n_rows)
+            return _rows(gn, self.n_rows).to(self.out_dtype)
+        blocks, inverse = torch.unique(positions // ROW_BLOCK, return_inverse=True)
 
-            def gather(blocks):
-                if blocks is None:
-                    return None
-                rows = blocks.reshape(-1, blocks.shape[-1]).index_select(0, positions)
-                return _pad_to_blocks(rows)
+        def gather(tensor):
+            return None if tensor is None else tensor.index_select(0, blocks)
 
-            cache = {"hidden": [tuple(map(gather, pair)) for pair in cache["hidden"]]}
-            if "gates" in self.cache:
-                cache["gates"] = tuple(map(gather, self.cache["gates"]))
-            weights = gather(weights)
+        cache = {"hidden": [tuple(map(gather, pair)) for pair in self.cache["hidden"]]}
+        if "gates" in self.cache:
+            cache["gates"] = tuple(map(gather, self.cache["gates"]))
         with torch.no_grad():
-            gn = self._blocks(cache, weights, n_rows)
-        return _rows(gn, n_rows).to(self.out_dtype)
+            gn = self._blocks(cache, gather(self.weights), len(blocks) * ROW_BLOCK)
+        rows = inverse * ROW_BLOCK + positions % ROW_BLOCK
+        return gn.reshape(-1, *gn.shape[2:]).index_select(0, rows).to(self.out_dtype)
 
     def _blocks(self, cache, weights, n_rows):
         plan, dtype, n_features = self.plan, self.dtype, self.n_features

@@ -158,6 +158,9 @@ def lm_solve(
         if n_new:
             joined = _admit(new_rows, out.z[new_rows], *joining, out, tol)
             running = joined if running is None else running.extend(joined)
+        # The evaluation's forward pass is not needed any more: free it before
+        # the next one.
+        joining = trial_metric = None
         if running is not None and not len(running.rows):
             running = None
     return out.result()

@@ -20,7 +20,10 @@ Every sample keeps its own damping, accept/reject decision and stopping flag
 (Nielsen's update: ``mu`` shrinks by ``max(1/3, 1 - (2 rho - 1)^3)`` after a step
 whose gain ratio ``rho`` (actual over predicted decrease) is positive, and grows
 by ``nu`` (doubling) after a rejected one), so, as with AMD, a sample's code does not
-depend on its batch mates. A sample stops once the norm of its gradient is at most
+depend on its batch mates (but for the rounding of narrow layers that
+:mod:`.derivatives` describes: there a sample's place among the running ones
+can change its matrix in the last bits, and on an ill-posed problem the end
+point). A sample stops once the norm of its gradient is at most
 ``tol`` (the flow's own criterion), when no step lowers its loss any more at
 working precision ('stalled'), or after ``max_steps`` accepted steps.
 

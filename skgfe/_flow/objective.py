@@ -117,59 +117,64 @@ class ReconstructionObjective:
 
     def _by_completeness(self, evaluate, z, rows):
         """``evaluate(z, x, observed)`` on the rows ``rows`` (None: all), the
-        complete rows apart from the incomplete ones; results in row order."""
+        complete rows apart from the incomplete ones, with the prior's term;
+        results in row order."""
+        groups = self._groups(z, rows)
+        results = [
+            self._with_prior(evaluate(z_g, x_g, observed_g), z_g, count)
+            for _, z_g, x_g, observed_g, count in groups
+        ]
+        return _in_row_order(groups, results, len(z))
+
+    def _groups(self, z, rows):
+        """The rows ``rows`` (None: all) in the groups evaluated alike: all
+        together, or the complete ones apart from those with missing entries.
+
+        One ``(where, z, x, observed, count)`` per group: its positions among
+        the rows (None: all), codes, samples, observed entries (None: all)
+        and each row's count of entries for the prior's term (None: no term).
+        """
         x = self.X if rows is None else self.X[rows]
         if self.observed is None:
-            return self._complete_with_prior(evaluate(z, x, None), z)
+            return [(None, z, x, None, self._complete_count(z))]
         incomplete = self.incomplete if rows is None else self.incomplete[rows]
         observed = self.observed if rows is None else self.observed[rows]
         if incomplete.all():
-            return self._with_prior(evaluate(z, x, observed), z, observed.sum(dim=1))
+            return [(None, z, x, observed, observed.sum(dim=1))]
         if not incomplete.any():
-            return self._complete_with_prior(evaluate(z, x, None), z)
-        part = incomplete.nonzero().squeeze(1)
+            return [(None, z, x, None, self._complete_count(z))]
         full = (~incomplete).nonzero().squeeze(1)
-        complete = self._complete_with_prior(evaluate(z[full], x[full], None), z[full])
-        partial = self._with_prior(
-            evaluate(z[part], x[part], observed[part]),
-            z[part],
-            observed[part].sum(dim=1),
-        )
-        results = []
-        for from_complete, from_partial in zip(complete, partial):
-            result = from_complete.new_empty((len(z), *from_complete.shape[1:]))
-            result[full] = from_complete
-            result[part] = from_partial
-            results.append(result)
-        return tuple(results)
+        part = incomplete.nonzero().squeeze(1)
+        return [
+            (full, z[full], x[full], None, self._complete_count(z[full])),
+            (part, z[part], x[part], observed[part], observed[part].sum(dim=1)),
+        ]
 
-    def _complete_with_prior(self, results, z):
-        """Rows without missing entries: the prior's term only if it says
-        ``all_rows`` (each row then counts all its entries)."""
+    def _complete_count(self, z):
+        """Each complete row's count of entries, where the prior applies to it
+        (``all_rows``); None where no prior term applies."""
         if self.prior is None or not self.prior.all_rows:
-            return results
-        count = torch.full((len(z),), self.X.shape[1], dtype=z.dtype, device=z.device)
-        return self._with_prior(results, z, count)
+            return None
+        return torch.full((len(z),), self.X.shape[1], dtype=z.dtype, device=z.device)
 
     def _with_prior(self, results, z, count):
-        """Add the prior's term to the losses, gradients (and Gauss-Newton
-        matrices) of rows observing ``count`` entries each.
+        """Add the prior's term to the losses and gradients of rows observing
+        ``count`` entries each (None: no term; its Gauss-Newton term is added
+        by :meth:`_deferred`).
 
         A row's loss gains ``(z - mean)^T weight (z - mean) / count``, the
         Gaussian prior's negative log-density in the units of the loss (a mean
         over the observed entries), so its optimum is the maximum a posteriori
         code.
         """
-        if self.prior is None:
+        if self.prior is None or count is None:
             return results
         mean, weight = self.prior.mean, self.prior.weight
         offset = z - mean
         pulled = offset @ weight
         values = results[0] + (offset * pulled).sum(dim=1) / count
         grad = results[1] + 2.0 * pulled / count[:, None]
-        if len(results) == 2:
-            return values, grad
-        return values, grad, results[2] + 2.0 * weight / count[:, None, None]
+        return values, grad
 
     def gauss_newton(self, z, rows=None):
         """Losses, gradients and Gauss-Newton matrices ``(n, k, k)`` at ``z``.
@@ -195,49 +200,33 @@ class ReconstructionObjective:
                 "The Gauss-Newton solver needs skgfe's own decoders and no "
                 "differentiable (adjoint) flow."
             )
-        x = self.X if rows is None else self.X[rows]
-        if self.observed is None:
-            return self._deferred(z, x, None, self._complete_count(z))
-        incomplete = self.incomplete if rows is None else self.incomplete[rows]
-        observed = self.observed if rows is None else self.observed[rows]
-        if incomplete.all():
-            return self._deferred(z, x, observed, observed.sum(dim=1))
-        if not incomplete.any():
-            return self._deferred(z, x, None, self._complete_count(z))
-        part = incomplete.nonzero().squeeze(1)
-        full = (~incomplete).nonzero().squeeze(1)
-        groups = (
-            self._deferred(z[full], x[full], None, self._complete_count(z[full])),
-            self._deferred(z[part], x[part], observed[part], observed[part].sum(dim=1)),
-        )
-        loss = z.new_empty(len(z))
-        grad = torch.empty_like(z)
-        for where, (group_loss, group_grad, _) in zip((full, part), groups):
-            loss[where] = group_loss
-            grad[where] = group_grad
+        groups = self._groups(z, rows)
+        results = [
+            self._deferred(z_g, x_g, observed_g, count)
+            for _, z_g, x_g, observed_g, count in groups
+        ]
+        if len(groups) == 1:
+            return results[0]
+        loss, grad = _in_row_order(groups, [r[:2] for r in results], len(z))
+        (full, *_), (part, *_) = groups
         # Each row's place within its group.
         place = torch.empty(len(z), dtype=torch.long, device=z.device)
         place[full] = torch.arange(len(full), device=z.device)
         place[part] = torch.arange(len(part), device=z.device)
+        incomplete = torch.zeros(len(z), dtype=torch.bool, device=z.device)
+        incomplete[part] = True
 
         def gauss_newton(positions=None):
             if positions is None:
                 positions = torch.arange(len(z), device=z.device)
             gn = z.new_empty((len(positions), z.shape[1], z.shape[1]))
             chosen = incomplete[positions]
-            for mask, (_, _, group_gn) in zip((~chosen, chosen), groups):
+            for mask, (_, _, group_gn) in zip((~chosen, chosen), results):
                 if mask.any():
                     gn[mask] = group_gn(place[positions[mask]])
             return gn
 
         return loss, grad, gauss_newton
-
-    def _complete_count(self, z):
-        """Each complete row's count of entries, where the prior applies to it
-        (``all_rows``); None where no prior term applies."""
-        if self.prior is None or not self.prior.all_rows:
-            return None
-        return torch.full((len(z),), self.X.shape[1], dtype=z.dtype, device=z.device)
 
     def _deferred(self, z, x, observed, count):
         """Losses, gradients and deferred Gauss-Newton matrices of one group of
@@ -261,3 +250,17 @@ class ReconstructionObjective:
             return gauss_newton(positions) + curvature / rows[:, None, None]
 
         return loss, grad, with_prior
+
+
+def _in_row_order(groups, results, n_rows):
+    """The results of the groups of :meth:`ReconstructionObjective._groups`
+    (a tuple of tensors each) put back in row order."""
+    if len(groups) == 1:
+        return results[0]
+    merged = []
+    for parts in zip(*results):
+        result = parts[0].new_empty((n_rows, *parts[0].shape[1:]))
+        for (where, *_), part in zip(groups, parts):
+            result[where] = part
+        merged.append(result)
+    return tuple(merged)

@@ -14,12 +14,14 @@ from skgfe._residuals import (
     FACTORS_SHAPE,
     SHARE_EDGES,
     SHRINKAGES,
+    WEIGHT_TOLERANCE,
     choose_shrinkage,
     conditional_imputation,
     em_second_moments,
+    per_entry,
     residual_correlation,
     residual_covariance,
-    variance_factors,
+    toward_mean,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -165,34 +167,94 @@ def test_shrinkage_follows_how_far_the_correlation_carries_over():
     correlation = 0.95**lags
     independent = rng.randn(200, 12)
     correlated = independent @ np.linalg.cholesky(correlation).T
-    shrinkage, factors = choose_shrinkage(
+    shrinkage, weights, factors = choose_shrinkage(
         correlation, noise, correlated, gaussian_imputer
     )
     assert shrinkage <= 0.03
     assert factors.shape == (len(SHARE_EDGES) + 1, len(CODE_SHARE_EDGES) + 1)
+    # Without the features' mean, no weights.
+    assert np.all(weights == 1.0)
     # Its calibrated 90% intervals cover 90% of new samples' hidden entries.
     fresh = rng.randn(400, 12) @ np.linalg.cholesky(correlation).T
     hidden = rng.uniform(size=fresh.shape) < 0.3
     values, variance, share = gaussian_imputer(np.where(hidden, np.nan, fresh))(
         residual_covariance(correlation, noise, shrinkage)
     )
-    calibrated = variance_factors(share, factors) * variance
+    calibrated = per_entry(share, factors) * variance
     inside = np.abs(values - fresh) <= Z_90 * np.sqrt(calibrated)
     assert 0.87 <= inside[hidden].mean() <= 0.93
     # Twice the noise: the intervals widen to cover it.
     factors_before = factors
-    _, factors = choose_shrinkage(
+    _, _, factors = choose_shrinkage(
         correlation, noise, np.sqrt(2.0) * correlated, gaussian_imputer
     )
     assert np.all(1.6 * factors_before <= factors)
     assert np.all(factors <= 2.5 * factors_before)
     # Correlations that do not carry over to held-out samples are shrunk away.
-    shrinkage, _ = choose_shrinkage(correlation, noise, independent, gaussian_imputer)
+    shrinkage, _, _ = choose_shrinkage(
+        correlation, noise, independent, gaussian_imputer
+    )
     assert shrinkage >= 0.3
     # No held-out sample: the independent model as it is.
-    shrinkage, factors = choose_shrinkage(correlation, noise, None, gaussian_imputer)
-    assert shrinkage == 1.0 and np.all(factors == 1.0)
+    shrinkage, weights, factors = choose_shrinkage(
+        correlation, noise, None, gaussian_imputer
+    )
+    assert shrinkage == 1.0 and np.all(factors == 1.0) and np.all(weights == 1.0)
     assert SHRINKAGES[-1] == 1.0
+
+
+def noisy_copy_imputer(noise_scale, seed=0):
+    """Fills a row's missing entries with the mean of its observed ones plus
+    independent noise of ``noise_scale``; variance 1 and one bin of shares."""
+
+    def imputer_of(X):
+        rng = np.random.RandomState(seed)
+        fill = np.nanmean(X, axis=1, keepdims=True)
+        values = np.where(np.isnan(X), fill + noise_scale * rng.randn(*X.shape), X)
+        share = np.full((*X.shape, 3), 0.5)
+        return lambda covariance: (values, np.ones(X.shape), share)
+
+    return imputer_of
+
+
+@pytest.mark.parametrize("noise_scale", [0.0, 0.05, 0.5, 1.0, 3.0])
+def test_weights_are_the_least_squares_pull_towards_the_mean(noise_scale):
+    # Every feature of a row is one N(0, 1) value, so the mean of its observed
+    # entries predicts its missing ones exactly; with noise of variance s^2
+    # added, the best weight on the imputation against the mean (0) is
+    # 1 / (1 + s^2), and the weighted imputation's error variance
+    # s^2 / (1 + s^2): the variance factor that calibrates a variance of 1.
+    # The weight lowers the error by s^4 / (1 + s^2) of the mean's: below
+    # WEIGHT_TOLERANCE (s = 0.05) it stays 1.
+    rng = np.random.RandomState(1)
+    held_out = np.repeat(rng.randn(400, 1), 10, axis=1)
+    correlation, noise = np.eye(10), np.ones(10)
+    imputer_of = noisy_copy_imputer(noise_scale)
+    _, weights, factors = choose_shrinkage(
+        correlation, noise, held_out, imputer_of, mean=np.zeros(10)
+    )
+    expected = 1.0 / (1.0 + noise_scale**2)
+    error = noise_scale**2 * expected
+    if noise_scale**2 - error < WEIGHT_TOLERANCE:
+        expected, error = 1.0, noise_scale**2
+    np.testing.assert_allclose(weights, expected, atol=0.03)
+    if noise_scale > 0:
+        np.testing.assert_allclose(factors, error, rtol=0.1)
+    # Without a mean, the imputations stay as they are and the factors
+    # calibrate their own (larger) errors.
+    _, unweighted, plain = choose_shrinkage(correlation, noise, held_out, imputer_of)
+    assert np.all(unweighted == 1.0)
+    if noise_scale > 0:
+        np.testing.assert_allclose(plain, noise_scale**2, rtol=0.1)
+
+
+def test_toward_mean():
+    values = np.array([[1.0, 2.0, 3.0]])
+    mean = np.array([0.0, 1.0, np.nan])
+    np.testing.assert_allclose(
+        toward_mean(values, mean, np.array([[0.5, 0.0, 0.0]])), [[0.5, 1.0, 3.0]]
+    )
+    np.testing.assert_array_equal(toward_mean(values, mean, 1.0), values)
 
 
 def test_shares_are_what_the_observed_entries_leave_unknown():
@@ -225,7 +287,7 @@ def test_shares_are_what_the_observed_entries_leave_unknown():
     factors = np.arange(np.prod(FACTORS_SHAPE)).reshape(FACTORS_SHAPE)
     shares = np.array([[0.0, 0.0], [0.36, 0.9], [1.0, 0.1]])
     np.testing.assert_array_equal(
-        variance_factors(shares, factors),
+        per_entry(shares, factors),
         [
             factors[0, 0],
             factors[np.digitize(0.36, SHARE_EDGES), -1],

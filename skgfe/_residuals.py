@@ -70,23 +70,22 @@ FACTORS_SHAPE = (len(SHARE_EDGES) + 1, len(CODE_SHARE_EDGES) + 1)
 # A bin with fewer calibration entries takes the factor of its residual share
 # bin over all code shares, or of all entries.
 MIN_BIN_ENTRIES = 50
-# The weights that pull imputations towards the features' means are fitted
+# The weights that blend imputations with a Gaussian model's are fitted
 # apart for entries that the sample's observed entries predict well and for
 # those they hardly predict, under a Gaussian model of the features (bins of
 # the share of an entry's variance that its observed entries leave unknown,
 # by the features' covariance: DATA_SHARE_EDGES) and by the code's share of
 # the predictive variance (CODE_SHARE_EDGES). The residual's unknown share
 # does not tell them apart: it is near 1 both inside a gap and between a few
-# missing neighbours (spectra, entries with it above 0.6: best weights
-# 0.17-0.33 inside gaps of 20% of the features, 0.72-0.87 with half the
-# entries missing at random).
+# missing neighbours (spectra, entries with it above 0.6, weights towards
+# the features' means: best 0.17-0.33 inside gaps of 20% of the features,
+# 0.72-0.87 with half the entries missing at random).
 DATA_SHARE_EDGES = (0.01, 0.03, 0.1, 0.3, 0.6, 0.9)
 WEIGHTS_SHAPE = (len(DATA_SHARE_EDGES) + 1, len(CODE_SHARE_EDGES) + 1)
 # A bin's weight departs from 1 only where it lowers the squared error of
-# the bin's hidden entries by more than this share of the mean imputer's
-# (their squared deviation from the features' means). Near-exact imputations
-# gain little against the data's own spread, and a weight of 0.9996 fitted to
-# gap entries doubled reaction-diffusion's tiny error on scattered ones.
+# the bin's hidden entries by more than this share of the centre's (the
+# imputation it is blended with): a weight that the held-out entries barely
+# prefer may not carry over to other patterns in the same bin.
 WEIGHT_TOLERANCE = 0.01
 # Relative ridge on the features' covariance (see feature_covariance).
 FEATURE_RIDGE = 1e-6
@@ -221,11 +220,9 @@ def residual_covariance(correlation, noise_variance, shrinkage):
     return shrunk * np.outer(scale, scale)
 
 
-def choose_shrinkage(
-    correlation, noise_variance, held_out, imputer_of, mean=None, random_state=0
-):
+def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_state=0):
     """The shrinkage of :data:`SHRINKAGES` that imputes held-out samples best,
-    the weights that pull its imputations towards the feature means where that
+    the weights that blend its imputations with another (a centre) where that
     imputes them better, and the factors on the predictive variance that
     calibrate its intervals.
 
@@ -233,9 +230,9 @@ def choose_shrinkage(
     at random (:data:`HIDDEN_SHARE` of the observed ones, each row keeping one;
     :data:`HIDING_ROUNDS` independent draws per sample) and imputed under each
     candidate by ``imputer_of(X_hidden)(covariance)`` (values, variances and
-    shares: the two of :func:`conditional_imputation` and, with ``mean``, a
-    third, see below; ``imputer_of`` encodes the samples once). The largest
-    shrinkage whose squared error on the hidden entries is within
+    shares: the two of :func:`conditional_imputation` and a third, see
+    below; optionally a centre; ``imputer_of`` encodes the samples once).
+    The largest shrinkage whose squared error on the hidden entries is within
     :data:`ERROR_TOLERANCE` of the smallest wins (the simpler model unless the
     correlations clearly help: training residuals are smaller and more
     regular than those of new samples, so only held-out samples tell how far
@@ -246,20 +243,17 @@ def choose_shrinkage(
     drawn uniformly in :data:`GAP_SHARES`), as many draws again. On all the
     hidden entries, under the chosen shrinkage:
 
-    - the weights pull the imputations towards the features' ``mean`` (see
-      :func:`toward_mean`; None: no weights, all ones): least squares,
+    - with a centre (the fourth and fifth outputs of ``impute``: an
+      imputation to blend with, NaN where there is none, and its variance),
+      the weights of :func:`blend_imputations`: least squares,
       clipped to ``[0, 1]`` (1 unless it lowers the bin's error by more
-      than :data:`WEIGHT_TOLERANCE` of the mean imputer's), one per bin of
-      the share of an entry's variance
-      that its observed entries leave unknown under the features'
-      covariance (:data:`DATA_SHARE_EDGES`; the third of the imputer's
-      shares) and of the code's share of the variance
-      (:data:`CODE_SHARE_EDGES`; see :func:`weight_per_entry`). Where the
-      observed entries hardly tell the missing ones (inside a gap), the
-      model's imputations vary more than what they predict: spectra with a
-      gap of 20% of the features were imputed at 1.3-2.1 of the mean
-      imputer's error.
-    - the variance factors calibrate the weighted imputations' intervals:
+      than :data:`WEIGHT_TOLERANCE` of the centre's), one per bin of
+      the share of an entry's variance that its observed entries leave
+      unknown under the features' covariance (:data:`DATA_SHARE_EDGES`; the
+      third share) and of the code's share of the variance
+      (:data:`CODE_SHARE_EDGES`; see :func:`weight_per_entry`). Without a
+      centre, all ones.
+    - the variance factors calibrate the blended imputations' intervals:
       one per bin of the residual's unknown share (:data:`SHARE_EDGES`) and
       of the code's share (see :func:`per_entry`), each making nominal 90%
       intervals cover 90% of the bin's hidden entries.
@@ -299,18 +293,19 @@ def choose_shrinkage(
     errors, fits = [], []
     for shrinkage in SHRINKAGES:
         covariance = residual_covariance(correlation, noise_variance, shrinkage)
-        values, variance, share = impute(covariance)
+        values, variance, share, *centre = impute(covariance)
+        centre = [part[hidden] for part in centre] if centre else None
         errors.append(np.sum((values - truth)[chooses] ** 2))
-        fits.append((values[hidden], variance[hidden], share[hidden]))
+        fits.append((values[hidden], variance[hidden], share[hidden], centre))
     errors = np.asarray(errors)
     best = np.flatnonzero(errors <= (1.0 + ERROR_TOLERANCE) * errors.min())[-1]
-    values, variance, share = fits[best]
+    values, variance, share, centre = fits[best]
     truth = truth[hidden]
     weights = np.ones(WEIGHTS_SHAPE)
-    if mean is not None:
-        centre = np.broadcast_to(mean, hidden.shape)[hidden]
-        centre = np.where(np.isnan(centre), values, centre)
-        offset, target = values - centre, truth - centre
+    if centre is not None:
+        centre, centre_variance = centre
+        offset = values - np.where(np.isnan(centre), values, centre)
+        target = truth - np.where(np.isnan(centre), values, centre)
 
         def weight(selected):
             d, t = offset[selected], target[selected]
@@ -322,7 +317,9 @@ def choose_shrinkage(
             return w if gain > WEIGHT_TOLERANCE * (t @ t) else 1.0
 
         weights = _per_bin(weight, _weight_bins(share), WEIGHTS_SHAPE)
-        values = centre + weight_per_entry(share, weights) * offset
+        values, variance = blend_imputations(
+            values, variance, centre, centre_variance, weight_per_entry(share, weights)
+        )
     standardised = np.abs(values - truth) / np.sqrt(variance)
 
     def factor(selected):
@@ -350,11 +347,19 @@ def _per_bin(statistic, bins, shape):
     return table
 
 
-def toward_mean(values, mean, weights):
-    """``mean + weights * (values - mean)`` (``values`` where ``mean`` is NaN):
-    imputations pulled towards the features' means."""
-    centre = np.where(np.isnan(mean), values, mean)
-    return centre + weights * (values - centre)
+def blend_imputations(values, variance, centre, centre_variance, weights):
+    """``centre + weights * (values - centre)`` and the variance
+    ``weights**2 variance + (1 - weights)**2 centre_variance`` (as for
+    independent errors; the interval factors calibrate it): imputations pulled
+    towards ``centre``, kept where it is NaN."""
+    known = ~np.isnan(centre)
+    blended = np.where(
+        known, centre + weights * (values - np.where(known, centre, 0)), values
+    )
+    blended_variance = np.where(
+        known, weights**2 * variance + (1 - weights) ** 2 * centre_variance, variance
+    )
+    return blended, blended_variance
 
 
 def _bins(share):
@@ -372,7 +377,7 @@ def _weight_bins(share):
 
 
 def weight_per_entry(share, weights):
-    """Each entry's weight towards the mean (``weights``, see
+    """Each entry's blend weight (``weights``, see
     :func:`choose_shrinkage`), by its ``share``: the two of
     :func:`conditional_imputation` and, last, the share of its variance that
     its observed entries leave unknown under the features' covariance."""

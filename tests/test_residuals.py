@@ -15,13 +15,13 @@ from skgfe._residuals import (
     SHARE_EDGES,
     SHRINKAGES,
     WEIGHT_TOLERANCE,
+    blend_imputations,
     choose_shrinkage,
     conditional_imputation,
     em_second_moments,
     per_entry,
     residual_correlation,
     residual_covariance,
-    toward_mean,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -172,7 +172,7 @@ def test_shrinkage_follows_how_far_the_correlation_carries_over():
     )
     assert shrinkage <= 0.03
     assert factors.shape == (len(SHARE_EDGES) + 1, len(CODE_SHARE_EDGES) + 1)
-    # Without the features' mean, no weights.
+    # Without a centre to pull towards, no weights.
     assert np.all(weights == 1.0)
     # Its calibrated 90% intervals cover 90% of new samples' hidden entries.
     fresh = rng.randn(400, 12) @ np.linalg.cholesky(correlation).T
@@ -203,16 +203,20 @@ def test_shrinkage_follows_how_far_the_correlation_carries_over():
     assert SHRINKAGES[-1] == 1.0
 
 
-def noisy_copy_imputer(noise_scale, seed=0):
+def noisy_copy_imputer(noise_scale, centre=True, seed=0):
     """Fills a row's missing entries with the mean of its observed ones plus
-    independent noise of ``noise_scale``; variance 1 and one bin of shares."""
+    independent noise of ``noise_scale``; variance 1, one bin of shares and,
+    with ``centre``, 0 (of variance 1) to pull the imputations towards."""
 
     def imputer_of(X):
         rng = np.random.RandomState(seed)
         fill = np.nanmean(X, axis=1, keepdims=True)
         values = np.where(np.isnan(X), fill + noise_scale * rng.randn(*X.shape), X)
         share = np.full((*X.shape, 3), 0.5)
-        return lambda covariance: (values, np.ones(X.shape), share)
+        ones = np.ones(X.shape)
+        if not centre:
+            return lambda covariance: (values, ones, share)
+        return lambda covariance: (values, ones, share, np.zeros(X.shape), ones)
 
     return imputer_of
 
@@ -221,17 +225,16 @@ def noisy_copy_imputer(noise_scale, seed=0):
 def test_weights_are_the_least_squares_pull_towards_the_mean(noise_scale):
     # Every feature of a row is one N(0, 1) value, so the mean of its observed
     # entries predicts its missing ones exactly; with noise of variance s^2
-    # added, the best weight on the imputation against the mean (0) is
-    # 1 / (1 + s^2), and the weighted imputation's error variance
-    # s^2 / (1 + s^2): the variance factor that calibrates a variance of 1.
-    # The weight lowers the error by s^4 / (1 + s^2) of the mean's: below
+    # added, the best weight w on the imputation against the centre 0 is
+    # 1 / (1 + s^2), and the blended imputation's error variance s^2 w, which
+    # the factor calibrates from the blended variance w^2 + (1 - w)^2. The
+    # weight lowers the error by s^4 / (1 + s^2) of the centre's: below
     # WEIGHT_TOLERANCE (s = 0.05) it stays 1.
     rng = np.random.RandomState(1)
     held_out = np.repeat(rng.randn(400, 1), 10, axis=1)
     correlation, noise = np.eye(10), np.ones(10)
-    imputer_of = noisy_copy_imputer(noise_scale)
     _, weights, factors = choose_shrinkage(
-        correlation, noise, held_out, imputer_of, mean=np.zeros(10)
+        correlation, noise, held_out, noisy_copy_imputer(noise_scale)
     )
     expected = 1.0 / (1.0 + noise_scale**2)
     error = noise_scale**2 * expected
@@ -239,22 +242,31 @@ def test_weights_are_the_least_squares_pull_towards_the_mean(noise_scale):
         expected, error = 1.0, noise_scale**2
     np.testing.assert_allclose(weights, expected, atol=0.03)
     if noise_scale > 0:
-        np.testing.assert_allclose(factors, error, rtol=0.1)
-    # Without a mean, the imputations stay as they are and the factors
+        blended_variance = expected**2 + (1 - expected) ** 2
+        np.testing.assert_allclose(factors, error / blended_variance, rtol=0.1)
+    # Without a centre, the imputations stay as they are and the factors
     # calibrate their own (larger) errors.
-    _, unweighted, plain = choose_shrinkage(correlation, noise, held_out, imputer_of)
+    _, unweighted, plain = choose_shrinkage(
+        correlation, noise, held_out, noisy_copy_imputer(noise_scale, centre=False)
+    )
     assert np.all(unweighted == 1.0)
     if noise_scale > 0:
         np.testing.assert_allclose(plain, noise_scale**2, rtol=0.1)
 
 
-def test_toward_mean():
-    values = np.array([[1.0, 2.0, 3.0]])
-    mean = np.array([0.0, 1.0, np.nan])
-    np.testing.assert_allclose(
-        toward_mean(values, mean, np.array([[0.5, 0.0, 0.0]])), [[0.5, 1.0, 3.0]]
+def test_blend_imputations():
+    values, variance = np.array([[1.0, 2.0, 3.0]]), np.array([[4.0, 4.0, 4.0]])
+    centre, centre_variance = np.array([[0.0, 1.0, np.nan]]), np.ones((1, 3))
+    weights = np.array([[0.5, 0.0, 0.0]])
+    blended, blended_variance = blend_imputations(
+        values, variance, centre, centre_variance, weights
     )
-    np.testing.assert_array_equal(toward_mean(values, mean, 1.0), values)
+    # A NaN centre keeps the imputation and its variance.
+    np.testing.assert_allclose(blended, [[0.5, 1.0, 3.0]])
+    np.testing.assert_allclose(blended_variance, [[0.25 * 4 + 0.25, 1.0, 4.0]])
+    same = blend_imputations(values, variance, centre, centre_variance, 1.0)
+    np.testing.assert_array_equal(same[0], values)
+    np.testing.assert_array_equal(same[1], variance)
 
 
 def test_shares_are_what_the_observed_entries_leave_unknown():
@@ -309,7 +321,7 @@ def smooth_data(n, seed, n_features=24):
 
 @pytest.fixture(scope="module")
 def smooth_imputer():
-    X = smooth_data(300, 0)
+    X = smooth_data(600, 0)
     encoder = GradientFlowEncoder(
         n_components=2, hidden_layer_sizes=(16,), max_iter=60, random_state=0
     )
@@ -388,3 +400,30 @@ def test_without_held_out_samples_the_imputations_are_reconstructions():
     np.testing.assert_array_equal(
         imputer.transform(X)[::3, 5], imputer.encoder_.reconstruct(X)[::3, 5]
     )
+
+
+def test_blend_with_the_linear_imputation(smooth_imputer):
+    # blend=None keeps the residual model's own imputations; the default
+    # pulls them towards the Gaussian model of the features by the weights
+    # fitted on held-out samples, which must not impute worse.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = clone(smooth_imputer).set_params(blend=None).fit(smooth_data(600, 0))
+    assert plain.feature_covariance_ is None
+    assert np.all(plain.imputation_weight_ == 1.0)
+    assert smooth_imputer.feature_covariance_.shape == (24, 24)
+    weights = smooth_imputer.imputation_weight_
+    assert np.all((0 <= weights) & (weights <= 1)) and np.any(weights < 1)
+    X = smooth_data(300, 1)
+    rng = np.random.RandomState(8)
+    starts = rng.randint(24 - 5 + 1, size=len(X))
+    gap = (np.arange(24) >= starts[:, None]) & (np.arange(24) < starts[:, None] + 5)
+    for missing in (rng.uniform(size=X.shape) < 0.3, gap):
+        X_missing = np.where(missing, np.nan, X)
+        errors = [
+            np.mean((imputer.transform(X_missing)[missing] - X[missing]) ** 2)
+            for imputer in (smooth_imputer, plain)
+        ]
+        assert errors[0] <= errors[1]
+    # Without missing entries, the blend changes nothing.
+    np.testing.assert_array_equal(smooth_imputer.transform(X), X)

@@ -15,13 +15,16 @@ from ._residuals import (
     MAX_CORRELATED_FEATURES,
     WEIGHTS_SHAPE,
     blend_imputations,
+    choose_feature_ridge,
     choose_shrinkage,
     conditional_imputation,
     feature_covariance,
+    linear_imputation,
     per_entry,
     residual_correlation,
     residual_covariance,
     weight_per_entry,
+    with_ridge,
 )
 
 
@@ -81,7 +84,7 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         held-out samples (``imputation_weight_``, one per bin of how much of
         an entry's variance the observed entries leave unknown under that
         model). Near-linear data lean on it (reaction-diffusion fields
-        imputed at about a quarter of the error), and inside a gap whose content
+        imputed at 1e-5 to 1e-2 of the error), and inside a gap whose content
         the observed entries do not tell it falls back towards the means
         instead of drawing a confident profile (see :ref:`missing`). Costs
         another ``n_features ** 3 / 3`` operations per imputed sample. None:
@@ -103,8 +106,12 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         samples (NaN for a feature none observes).
     feature_covariance_ : ndarray of shape (n_features, n_features) or None
         The features' covariance on the encoder's training samples (an EM
-        estimate where they miss entries; a ridge of 1e-6 of the mean
-        variance); None without a blend.
+        estimate where they miss entries), with a ridge of ``feature_ridge_``
+        times the mean variance; None without a blend.
+    feature_ridge_ : float or None
+        The ridge that imputes entries hidden from the encoder's held-out
+        samples best by the linear imputation (a small one for near-linear
+        data, a large one for noisy data); None without a blend.
     imputation_weight_ : ndarray of shape (7, 2)
         The blend's weights: an imputation is ``c + w * (x_hat - c)``, ``c``
         the linear imputation and ``x_hat`` the residual model's; one weight
@@ -212,10 +219,14 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
             # A feature no sample observes has no mean (NaN): no weights there.
             warnings.simplefilter("ignore", RuntimeWarning)
             self.mean_ = np.nanmean(X_fitted, axis=0, dtype=np.float64)
-        self.feature_covariance_ = None
+        self.feature_covariance_, self.feature_ridge_ = None, None
         if self._models_correlated_residuals(X):
             if self.blend == "linear":
-                self.feature_covariance_ = feature_covariance(X_fitted, self.mean_)
+                covariance = feature_covariance(X_fitted, self.mean_)
+                self.feature_ridge_ = choose_feature_ridge(
+                    covariance, self.mean_, split[1]
+                )
+                self.feature_covariance_ = with_ridge(covariance, self.feature_ridge_)
             self._fit_residual_model(*split)
         return self
 
@@ -303,19 +314,7 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         return getattr(self, "feature_covariance_", None) is not None
 
     def _linear_imputation(self, X):
-        """The Gaussian model of the features (``mean_``,
-        ``feature_covariance_``): each missing entry's conditional mean given
-        the observed ones (NaN for a feature without a mean), its variance,
-        and the share of the feature's variance it leaves unknown."""
-        values, variance, share = conditional_imputation(
-            self.feature_covariance_,
-            np.eye(1),
-            X,
-            np.tile(np.nan_to_num(self.mean_), (len(X), 1)),
-            np.zeros((len(X), 1, X.shape[1])),
-            return_share=True,
-        )
-        return np.where(np.isnan(self.mean_), np.nan, values), variance, share[..., 0]
+        return linear_imputation(self.feature_covariance_, self.mean_, X)
 
     def transform(self, X, return_std=False):
         """Fill the missing entries of ``X``.

@@ -106,8 +106,9 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         samples (NaN for a feature none observes).
     feature_covariance_ : ndarray of shape (n_features, n_features) or None
         The features' covariance on the encoder's training samples (an EM
-        estimate where they miss entries), with a ridge of ``feature_ridge_``
-        times the mean variance; None without a blend.
+        estimate over at most 2000 of them where they miss entries, up to 256
+        features; pairwise beyond), with a ridge of ``feature_ridge_`` times
+        the mean variance; None without a blend.
     feature_ridge_ : float or None
         The ridge that imputes entries hidden from the encoder's held-out
         samples best by the linear imputation (a small one for near-linear
@@ -246,10 +247,12 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
     def _fit_residual_model(self, X_train, X_held_out):
         """The residual covariance: correlations from the training samples'
         residuals, shrunk by the amount that imputes the held-out samples best,
-        and the factor that calibrates the intervals on them (see
-        :func:`~skgfe._residuals.choose_shrinkage`)."""
+        and the blend's weights and the factors that calibrate the intervals
+        on them (see :func:`~skgfe._residuals.choose_shrinkage`)."""
         noise = getattr(self.encoder_, "noise_variance_", None)
         if noise is None or X_held_out is None:
+            # No residual model, so nothing to blend.
+            self.feature_covariance_, self.feature_ridge_ = None, None
             return
         noise = noise.astype(np.float64)
         correlation = residual_correlation(

@@ -100,6 +100,7 @@ WEIGHT_TOLERANCE = 0.01
 FEATURE_RIDGES = (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 0.1)
 FEATURE_EM_ITERATIONS = 100
 FEATURE_EM_TOLERANCE = 1e-6
+FEATURE_EM_MAX_ROWS = 2000
 # Half-width of a two-sided 90% Gaussian interval, in standard deviations.
 Z_90 = 1.6448536269514722
 # Residuals with missing entries: EM estimates of their second moments up to
@@ -155,12 +156,17 @@ def second_moments(rows, **em):
 
 def feature_covariance(X, mean):
     """The features' covariance about ``mean`` (:func:`second_moments` of the
-    centred rows, EM to convergence where they miss entries), without ridge
-    (see :func:`with_ridge`). A feature no row observes (NaN mean) is centred
+    centred rows: EM to convergence over at most :data:`FEATURE_EM_MAX_ROWS`
+    evenly spaced rows where they miss entries, up to
+    :data:`EM_MAX_FEATURES` features; pairwise beyond), without ridge (see
+    :func:`with_ridge`). A feature no row observes (NaN mean) is centred
     at 0; callers give it no linear imputation."""
     centred = X - np.where(np.isnan(mean), 0.0, mean)
     return second_moments(
-        centred, max_iterations=FEATURE_EM_ITERATIONS, tolerance=FEATURE_EM_TOLERANCE
+        centred,
+        max_iterations=FEATURE_EM_ITERATIONS,
+        tolerance=FEATURE_EM_TOLERANCE,
+        max_rows=FEATURE_EM_MAX_ROWS,
     )
 
 
@@ -188,13 +194,14 @@ def linear_imputation(covariance, mean, X):
     return np.where(np.isnan(mean), np.nan, values), variance, share[..., 0]
 
 
-def choose_feature_ridge(covariance, mean, held_out, random_state=0):
+def choose_feature_ridge(covariance, mean, held_out, random_state=1):
     """The ridge of :data:`FEATURE_RIDGES` (see :func:`with_ridge`) whose
     linear imputation of entries hidden from the ``held_out`` samples
     (:data:`HIDDEN_SHARE` of their observed entries, :data:`HIDING_ROUNDS`
-    draws) is best; of those within :data:`ERROR_TOLERANCE` of the best, the
-    largest. The smallest ridge without held-out samples or an entry to
-    hide."""
+    draws; another draw than :func:`choose_shrinkage`'s, whose entries then
+    judge the linear imputation) is best; of those within
+    :data:`ERROR_TOLERANCE` of the best, the largest. The smallest ridge
+    without held-out samples or an entry to hide."""
     if held_out is None or not len(held_out):
         return FEATURE_RIDGES[0]
     held_out = np.tile(held_out, (HIDING_ROUNDS, 1))
@@ -223,7 +230,10 @@ def choose_feature_ridge(covariance, mean, held_out, random_state=0):
 
 
 def em_second_moments(
-    residuals, max_iterations=EM_MAX_ITERATIONS, tolerance=EM_TOLERANCE
+    residuals,
+    max_iterations=EM_MAX_ITERATIONS,
+    tolerance=EM_TOLERANCE,
+    max_rows=EM_MAX_ROWS,
 ):
     """Second moments of zero-mean Gaussian rows with missing entries, by EM.
 
@@ -237,14 +247,14 @@ def em_second_moments(
     1.00 of the mean imputer's error with nearly unshrunk correlations, 0.13
     at the best shrinkage; with these estimates 0.084 and 0.079.
 
-    At most :data:`EM_MAX_ROWS` rows (evenly spaced) and
-    ``max_iterations`` iterations; it stops once an iteration changes the
+    At most ``max_rows`` rows (evenly spaced) and ``max_iterations``
+    iterations; it stops once an iteration changes the
     matrix by less than ``tolerance`` of its norm.
     """
     R = torch.as_tensor(residuals, dtype=torch.float64)
     R = R[~torch.isnan(R).all(dim=1)]
-    if len(R) > EM_MAX_ROWS:
-        R = R[torch.linspace(0, len(R) - 1, EM_MAX_ROWS).round().long()]
+    if len(R) > max_rows:
+        R = R[torch.linspace(0, len(R) - 1, max_rows).round().long()]
     missing = torch.isnan(R)
     R = R.nan_to_num(0.0)
     n_rows, n_features = R.shape
@@ -375,10 +385,12 @@ def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_s
     weights = np.ones(WEIGHTS_SHAPE)
     if centre is not None:
         centre, centre_variance = centre
-        offset = values - np.where(np.isnan(centre), values, centre)
-        target = truth - np.where(np.isnan(centre), values, centre)
+        has_centre = ~np.isnan(centre)
+        offset = values - np.where(has_centre, centre, values)
+        target = truth - np.where(has_centre, centre, values)
 
         def weight(selected):
+            selected = selected & has_centre
             d, t = offset[selected], target[selected]
             squares = d @ d
             if squares <= 0.0:
@@ -456,8 +468,9 @@ def weight_per_entry(share, weights):
 
 
 def per_entry(share, table):
-    """Each entry's value of ``table`` (a weight or variance factor per bin;
-    see :func:`choose_shrinkage`), by the ``share`` of
+    """Each entry's variance factor of ``table`` (one per bin; see
+    :func:`choose_shrinkage`; the weights go by :func:`weight_per_entry`), by
+    the ``share`` of
     :func:`conditional_imputation` (its last axis: the residual's unknown
     share, the code's share)."""
     return np.asarray(table)[_bins(share)]

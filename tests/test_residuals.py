@@ -456,6 +456,8 @@ def test_without_held_out_samples_the_imputations_are_reconstructions():
     )
     imputer = GradientFlowImputer(encoder, residuals="correlated").fit(X)
     assert imputer.residual_covariance_ is None
+    # Nothing to blend either.
+    assert imputer.feature_covariance_ is None and imputer.feature_ridge_ is None
     assert not hasattr(imputer.encoder_, "_split")
     assert not hasattr(imputer.encoder_, "_keep_split")
     np.testing.assert_array_equal(

@@ -285,7 +285,11 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
             jacobian = decoder_jacobian(decoder, codes).double().cpu().numpy()
             jacobian = jacobian * encoder.scale_
             prior_precision = np.linalg.inv(encoder._code_covariance)
-            linear = self._linear_imputation(X[rows]) if self._blends() else None
+            linear = None
+            if self._blends():
+                linear = linear_imputation(
+                    self.feature_covariance_, self.mean_, X[rows]
+                )
 
         def impute(covariance):
             """Values, variances and shares (:func:`conditional_imputation`'s
@@ -315,9 +319,6 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         # Fitted state, not the parameter: the weights and factors were
         # fitted for it.
         return getattr(self, "feature_covariance_", None) is not None
-
-    def _linear_imputation(self, X):
-        return linear_imputation(self.feature_covariance_, self.mean_, X)
 
     def transform(self, X, return_std=False):
         """Fill the missing entries of ``X``.

@@ -206,9 +206,8 @@ def choose_feature_ridge(covariance, mean, held_out, random_state=1):
         return FEATURE_RIDGES[0]
     held_out = np.tile(held_out, (HIDING_ROUNDS, 1))
     rng = np.random.RandomState(random_state)
-    hidden = ~np.isnan(held_out) & (rng.uniform(size=held_out.shape) < HIDDEN_SHARE)
-    hidden[~(~np.isnan(held_out) & ~hidden).any(axis=1)] = False
-    hidden &= ~np.isnan(mean)
+    scattered = rng.uniform(size=held_out.shape) < HIDDEN_SHARE
+    hidden = _hideable(~np.isnan(held_out), scattered) & ~np.isnan(mean)
     rows = hidden.any(axis=1)
     if not rows.any():
         return FEATURE_RIDGES[0]
@@ -225,8 +224,23 @@ def choose_feature_ridge(covariance, mean, held_out, random_state=1):
             for r in FEATURE_RIDGES
         ]
     )
-    best = np.flatnonzero(errors <= (1.0 + ERROR_TOLERANCE) * errors.min())[-1]
-    return FEATURE_RIDGES[best]
+    return FEATURE_RIDGES[_simplest_of_the_best(errors)]
+
+
+def _hideable(observed, candidates):
+    """The ``candidates`` entries that are observed, except in rows where
+    hiding them would leave no observed entry."""
+    hidden = observed & candidates
+    hidden[~(observed & ~hidden).any(axis=1)] = False
+    return hidden
+
+
+def _simplest_of_the_best(errors):
+    """The last index (candidates are ordered from least to most
+    regularised) whose error is within :data:`ERROR_TOLERANCE` of the
+    smallest."""
+    errors = np.asarray(errors)
+    return np.flatnonzero(errors <= (1.0 + ERROR_TOLERANCE) * errors.min())[-1]
 
 
 def em_second_moments(
@@ -363,8 +377,7 @@ def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_s
     columns = np.arange(n_features)
     block = (columns >= starts[:, None]) & (columns < (starts + width)[:, None])
     gap_rows = np.arange(n_rows) >= n_rows // 2
-    hidden = observed & np.where(gap_rows[:, None], block, scattered)
-    hidden[~(observed & ~hidden).any(axis=1)] = False
+    hidden = _hideable(observed, np.where(gap_rows[:, None], block, scattered))
     rows = hidden.any(axis=1)
     if not rows.any():
         return no_model
@@ -378,16 +391,15 @@ def choose_shrinkage(correlation, noise_variance, held_out, imputer_of, random_s
         centre = [part[hidden] for part in centre] if centre else None
         errors.append(np.sum((values - truth)[chooses] ** 2))
         fits.append((values[hidden], variance[hidden], share[hidden], centre))
-    errors = np.asarray(errors)
-    best = np.flatnonzero(errors <= (1.0 + ERROR_TOLERANCE) * errors.min())[-1]
+    best = _simplest_of_the_best(errors)
     values, variance, share, centre = fits[best]
     truth = truth[hidden]
     weights = np.ones(WEIGHTS_SHAPE)
     if centre is not None:
         centre, centre_variance = centre
         has_centre = ~np.isnan(centre)
-        offset = values - np.where(has_centre, centre, values)
-        target = truth - np.where(has_centre, centre, values)
+        known_centre = np.where(has_centre, centre, values)
+        offset, target = values - known_centre, truth - known_centre
 
         def weight(selected):
             selected = selected & has_centre

@@ -125,13 +125,17 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
     variance_scale_ : ndarray of shape (7, 2)
         The factors on the predictive variances (with a blend,
         ``w**2 var(x_hat) + (1 - w)**2 var(c)``) that make nominal 90%
-        intervals cover 90% of entries hidden from the encoder's held-out
-        samples (scattered entries and contiguous gaps),
-        one for each bin of the share of an entry's residual variance that
-        its sample's observed residuals leave unknown (rows; edges 0.001,
-        0.01, 0.03, 0.1, 0.3 and 0.6: from entries they predict well to
-        entries inside a gap) and of the code's share of its predictive
-        variance (columns; edge 0.3); ones without a residual model.
+        intervals cover entries hidden from the encoder's held-out samples
+        (scattered entries and contiguous gaps) at the split-conformal level
+        ``ceil(0.9 (m + 1)) / m`` of the ``m`` held-out samples behind them
+        (0.92 for 50), so that they cover at least 90% of such entries of
+        new samples. With a blend, one factor per bin of
+        ``imputation_weight_``; without, one for each bin of the share of
+        an entry's residual variance that its sample's observed residuals
+        leave unknown (rows; edges 0.001, 0.01, 0.03, 0.1, 0.3 and 0.6: from
+        entries they predict well to entries inside a gap) and of the code's
+        share of its predictive variance (columns; edge 0.3). Ones without
+        a residual model.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -354,7 +358,9 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
                     *centre,
                     weight_per_entry(share, self.imputation_weight_),
                 )
-            variance = variance * per_entry(share, self.variance_scale_)
+            variance = variance * per_entry(
+                share, self.variance_scale_, blended=bool(centre)
+            )
             X_hat = X_hat.astype(X.dtype, copy=False)
             std = np.sqrt(variance).astype(X.dtype, copy=False)
         elif return_std:

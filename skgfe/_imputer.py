@@ -125,11 +125,11 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
     variance_scale_ : ndarray of shape (7, 2)
         The factors on the predictive variances (with a blend,
         ``w**2 var(x_hat) + (1 - w)**2 var(c)``) that make nominal 90%
-        intervals cover entries hidden from the encoder's held-out samples
-        (scattered entries and contiguous gaps) at the split-conformal level
-        ``ceil(0.9 (m + 1)) / m`` of the ``m`` held-out samples behind them
-        (0.92 for 50), so that they cover at least 90% of such entries of
-        new samples. With a blend, one factor per bin of
+        intervals cover 90% of entries hidden from the encoder's held-out
+        samples (scattered entries and contiguous gaps), cross-fitted: the
+        quantile's level is raised above 0.9 where a quantile of some of
+        these samples covers less of the others' entries (samples that
+        differ, few samples). With a blend, one factor per bin of
         ``imputation_weight_``; without, one for each bin of the share of
         an entry's residual variance that its sample's observed residuals
         leave unknown (rows; edges 0.001, 0.01, 0.03, 0.1, 0.3 and 0.6: from

@@ -22,7 +22,7 @@ from skgfe._residuals import (
     choose_feature_ridge,
     choose_shrinkage,
     conditional_imputation,
-    conformal_level,
+    cross_fitted_level,
     em_second_moments,
     feature_covariance,
     linear_imputation,
@@ -31,7 +31,6 @@ from skgfe._residuals import (
     residual_covariance,
     with_ridge,
 )
-from skgfe.datasets import make_spectra
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -385,19 +384,37 @@ def test_shares_are_what_the_observed_entries_leave_unknown():
     )
 
 
-def test_conformal_level_covers_new_scores():
-    assert conformal_level(50) == pytest.approx(0.92)
-    assert conformal_level(9) == 1.0 and conformal_level(5) == 1.0
-    assert conformal_level(999) == pytest.approx(900 / 999)
-    # Monte Carlo over exchangeable scores: the corrected quantile of n
-    # scores bounds a new one with probability at least 0.9; the plain 0.9
-    # quantile of as few as 15 falls short.
+def test_cross_fitted_level_covers_new_samples():
     rng = np.random.RandomState(0)
-    scores = rng.standard_exponential((20000, 16))
-    calibration, new = scores[:, :15], scores[:, 15]
-    for level, low, high in ((conformal_level(15), 0.9, 0.95), (0.9, 0.85, 0.89)):
-        covered = new <= np.quantile(calibration, level, axis=1)
-        assert low <= covered.mean() <= high, (level, covered.mean())
+
+    def draw(n_samples, spread):
+        # 40 scores per sample, each sample's scaled by its own factor
+        # (spread 0: all samples alike).
+        scale = np.exp(spread * rng.randn(n_samples, 1))
+        return (scale * np.abs(rng.randn(n_samples, 40))).ravel()
+
+    samples = np.repeat(np.arange(50), 40)
+    # Alike samples: the plain 0.9 quantile carries over.
+    assert cross_fitted_level(draw(50, 0.0), samples) <= 0.91
+    # Samples that differ: a higher level, which covers more of new samples'
+    # scores than the plain 0.9 quantile of 10 samples, which falls short
+    # (Monte Carlo over calibration draws; measured 0.874 and 0.892, the
+    # gain 0.017-0.019 over three seeds).
+    rng = np.random.RandomState(1)
+    samples = np.repeat(np.arange(10), 40)
+    plain, fitted, levels = [], [], []
+    for _ in range(500):
+        scores, new = draw(10, 1.0), draw(10, 1.0)
+        level = cross_fitted_level(scores, samples)
+        levels.append(level)
+        plain.append(np.mean(new <= np.quantile(scores, 0.9)))
+        fitted.append(np.mean(new <= np.quantile(scores, level)))
+    assert np.mean(levels) > 0.91
+    assert np.mean(plain) < 0.885 and np.mean(fitted) - np.mean(plain) > 0.01
+    # Few samples do not push the level to the largest score.
+    assert cross_fitted_level(draw(5, 0.0), np.repeat(np.arange(5), 40)) < 0.95
+    # A single sample: the plain level.
+    assert cross_fitted_level(draw(1, 0.0), np.zeros(40, dtype=int)) == 0.9
 
 
 def smooth_data(n, seed, n_features=24):
@@ -523,26 +540,20 @@ def test_blend_with_the_linear_imputation(smooth_imputer):
     np.testing.assert_array_equal(smooth_imputer.transform(X), X)
 
 
-def test_intervals_of_samples_with_one_gap_after_training_with_gaps():
-    # The held-out samples that calibrate the intervals miss a gap of their
-    # own, and a second gap is hidden on top; with the factors binned by the
-    # residual's unknown share and the plain 0.9 quantile, the intervals of
-    # samples with one gap fell short on spectra (this case: 0.81 of the gap
-    # covered). The factors now share the weights' bins (the features'
-    # model carries most of the variance inside gaps) and take the
-    # finite-sample (conformal) quantile.
-    n_features, width = 128, 26
-    X = make_spectra(n_samples=600, n_features=n_features, random_state=2)
-    X, X_test = X[200:], X[:200]
-
-    def gaps(n, seed):
-        starts = np.random.RandomState(seed).randint(n_features - width + 1, size=n)
-        columns = np.arange(n_features)
-        return (columns >= starts[:, None]) & (columns < starts[:, None] + width)
-
-    encoder = GradientFlowEncoder(n_components=8, max_iter=100, random_state=0)
-    imputer = GradientFlowImputer(encoder).fit(np.where(gaps(len(X), 2), np.nan, X))
-    gap = gaps(len(X_test), 4)
-    filled, std = imputer.transform(np.where(gap, np.nan, X_test), return_std=True)
-    coverage = np.mean(np.abs(filled[gap] - X_test[gap]) <= Z_90 * std[gap])
-    assert 0.85 <= coverage <= 0.95, coverage
+def test_intervals_of_an_imputer_fitted_on_few_samples():
+    # 100 samples hold out 10: a finite-sample correction by the count of
+    # samples (split conformal, ceil(0.9 * 11) / 10 = 1) took each bin's
+    # largest error and covered 0.99; the cross-fitted level keeps the
+    # intervals near their nominal coverage.
+    encoder = GradientFlowEncoder(
+        n_components=2, hidden_layer_sizes=(16,), max_iter=60, random_state=0
+    )
+    imputer = GradientFlowImputer(encoder).fit(smooth_data(100, 0))
+    X = smooth_data(400, 1)
+    rng = np.random.RandomState(3)
+    starts = rng.randint(24 - 5 + 1, size=len(X))
+    gap = (np.arange(24) >= starts[:, None]) & (np.arange(24) < starts[:, None] + 5)
+    for missing in (rng.uniform(size=X.shape) < 0.3, gap):
+        filled, std = imputer.transform(np.where(missing, np.nan, X), return_std=True)
+        inside = np.abs(filled - X) <= Z_90 * std
+        assert 0.85 <= inside[missing].mean() <= 0.95, inside[missing].mean()

@@ -13,6 +13,11 @@ from ._flow.uncertainty import laplace_covariance
 # Relative ridge on the training codes' covariance (the prior), so that its
 # inverse exists with fewer codes than components.
 PRIOR_RIDGE = 1e-6
+# A feature that fewer held-out samples observe than this, and than half as
+# many as the median feature, gets no noise variance of its own residuals:
+# observed once, its residual was 0 (the scaler's mean is that value) and
+# its error bars 0 with the decoder's error 0.48 (a sine profile).
+MIN_NOISE_ENTRIES = 5
 
 
 def fit_error_model(estimator, X_fit, X_val):
@@ -40,15 +45,38 @@ def fit_error_model(estimator, X_fit, X_val):
     observed = ~torch.isnan(squared)
     counts = observed.sum(dim=0)
     per_feature = squared.nan_to_num(0.0).sum(dim=0) / counts.clamp(min=1)
-    # A feature no held-out sample observes gets the mean over the others.
     overall = squared.nan_to_num(0.0).sum() / observed.sum().clamp(min=1)
+    # A feature no held-out sample observes gets the mean over the others,
+    # unless it is rare (see MIN_NOISE_ENTRIES): then its spread.
     per_feature = torch.where(counts > 0, per_feature, overall)
+    rare = (counts < MIN_NOISE_ENTRIES) & (2 * counts < counts.median())
+    if rare.any():
+        fallback = _spread(torch.cat([X_fit, X_val]) if held_out else X_fit)
+        per_feature = torch.where(
+            rare, torch.maximum(per_feature, fallback), per_feature
+        )
     floor = torch.finfo(torch.float64).eps * (1.0 + overall)
     noise = per_feature.clamp(min=floor)
     estimator.noise_variance_ = (noise * estimator.scale_**2).cpu().numpy()
     mean, covariance = code_moments(codes)
     estimator._code_covariance = covariance.cpu().numpy()
     estimator._code_mean = mean.cpu().numpy()
+
+
+def _spread(samples):
+    """Each feature's variance over the entries that ``samples`` observe
+    (the error of a decoder that learned nothing of it), or where fewer than
+    :data:`MIN_NOISE_ENTRIES` do, the mean of the others' variances;
+    float64."""
+    samples = samples.double()
+    observed = ~torch.isnan(samples)
+    counts = observed.sum(dim=0)
+    mean = samples.nan_to_num(0.0).sum(dim=0) / counts.clamp(min=1)
+    squares = (samples - mean).pow(2).nan_to_num(0.0).sum(dim=0)
+    variance = squares / (counts - 1).clamp(min=1)
+    known = counts >= MIN_NOISE_ENTRIES
+    typical = variance[known].mean() if known.any() else variance.mean()
+    return torch.where(known, variance, typical)
 
 
 def code_moments(codes):

@@ -387,8 +387,12 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         Variance of the noise of each feature, in the units of ``X``: the mean
         squared residual of the samples held out for early stopping (of the
         training samples without early stopping), missing entries left out.
-        Behind the error bars of ``encode(X, return_std=True)`` and
-        :meth:`reconstruct`. Set by ``fit``, not by ``partial_fit``.
+        A feature that fewer than 5 of them observe, and fewer than half as
+        many as the median feature, takes at least its variance over all
+        samples (the typical feature's where fewer than 5 observe it): the
+        decoder barely learns it. Behind the error bars of
+        ``encode(X, return_std=True)`` and :meth:`reconstruct`. Set by
+        ``fit``, not by ``partial_fit``.
 
     n_iter_ : int
         Number of epochs run.

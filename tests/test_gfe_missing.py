@@ -177,6 +177,33 @@ def test_intervals_of_missing_entries_are_calibrated_on_known_noise(rate):
         assert abs(coverage - level) <= margin, (level, coverage)
 
 
+@pytest.mark.parametrize("n_observed", [1, 2, 3])
+def test_a_feature_few_samples_observe_gets_wide_error_bars(n_observed, fitted):
+    # Observed by 1-3 of 300 samples, the last feature's noise variance came
+    # from at most three residuals (0 when one held-out sample observed it:
+    # the scaler's mean is its value), or where no held-out sample did, from
+    # the other features' residuals: error bars of 0.0-0.08 where the
+    # decoder, which cannot learn the feature, errs by 0.4-0.5.
+    X = manifold(400, 10)
+    X_train, X_test = X[:300].copy(), X[300:]
+    X_train[n_observed:, -1] = np.nan
+    gfe = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(16,), random_state=0)
+    gfe.fit(X_train)
+    typical = np.nanvar(X_train[:, :-1], axis=0, ddof=1).mean()
+    assert gfe.noise_variance_[-1] >= 0.5 * typical
+    X_missing = X_test.copy()
+    X_missing[:, -1] = np.nan
+    X_hat, std = gfe.reconstruct(X_missing, return_std=True)
+    inside = np.abs(X_hat[:, -1] - X_test[:, -1]) <= 1.6449 * std[:, -1]
+    # Observed once, the feature's spread is unknown and the typical
+    # feature's stands in (it covers 0.65 here: this feature spreads more).
+    assert inside.mean() >= (0.6 if n_observed == 1 else 0.85)
+    # The features that samples observe enough keep their own estimates, as
+    # every feature does when all samples observe it.
+    assert np.all(gfe.noise_variance_[:-1] < 0.5 * typical)
+    assert np.all(fitted[0].noise_variance_ < 0.5 * typical)
+
+
 # -------------------------------------------------------------------- imputer
 def test_imputer_fills_missing_entries_only(fitted):
     gfe, X = fitted

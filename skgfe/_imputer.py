@@ -226,12 +226,6 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
             self.mean_ = np.nanmean(X_fitted, axis=0, dtype=np.float64)
         self.feature_covariance_, self.feature_ridge_ = None, None
         if self._models_correlated_residuals(X):
-            if self.blend == "linear":
-                covariance = feature_covariance(X_fitted, self.mean_)
-                self.feature_ridge_ = choose_feature_ridge(
-                    covariance, self.mean_, split[1]
-                )
-                self.feature_covariance_ = with_ridge(covariance, self.feature_ridge_)
             self._fit_residual_model(*split)
         return self
 
@@ -252,15 +246,23 @@ class GradientFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         """The residual covariance: correlations from the training samples'
         residuals, shrunk by the amount that imputes the held-out samples best,
         and the blend's weights and the factors that calibrate the intervals
-        on them (see :func:`~skgfe._residuals.choose_shrinkage`)."""
+        on them (see :func:`~skgfe._residuals.choose_shrinkage`). The blend's
+        Gaussian model of the features comes first: the held-out samples
+        judge the imputations pulled towards it."""
         noise = getattr(self.encoder_, "noise_variance_", None)
         if noise is None or X_held_out is None:
             # No residual model, so nothing to blend.
-            self.feature_covariance_, self.feature_ridge_ = None, None
             return
+        X_fitted = X_train.astype(np.float64)
+        if self.blend == "linear":
+            covariance = feature_covariance(X_fitted, self.mean_)
+            self.feature_ridge_ = choose_feature_ridge(
+                covariance, self.mean_, X_held_out
+            )
+            self.feature_covariance_ = with_ridge(covariance, self.feature_ridge_)
         noise = noise.astype(np.float64)
         correlation = residual_correlation(
-            X_train.astype(np.float64) - self.encoder_.reconstruct(X_train)
+            X_fitted - self.encoder_.reconstruct(X_train)
         )
         shrinkage, weights, variance_scale = choose_shrinkage(
             correlation, noise, X_held_out, self._imputer_of

@@ -717,3 +717,44 @@ def test_no_retry_when_training_fitted_better_than_the_start():
     est = StartFittedBetter([0.5] * 10, val_losses=[1.0] + [2.0] * 9, **RETRY)
     outcome = run(est, **EVERY_EPOCH, n_epochs=9, X_val=torch.zeros(1, 1))
     assert outcome.kept_start and est.n_iter_ == 3 and est.optimizers_made == 1
+
+
+def _staircase(drop, n_stairs, width=3, tail=40):
+    """A loss that holds each value for ``width`` epochs, then falls by ``drop``
+    (relative), ``n_stairs`` times, then stays flat for ``tail`` epochs."""
+    values = [1.0 * (1 - drop) ** i for i in range(n_stairs) for _ in range(width)]
+    return [2.0] + values + [values[-1]] * tail
+
+
+def test_a_slow_descent_goes_on_past_a_plateau_of_the_patience(monkeypatch):
+    # Patience 2 with a window of 5 * 2 = 10 checks, tol 0.01, and a floor of
+    # 150 steps (15 epochs) so that the window is full at the first plateau the
+    # floor lets count. Each stair holds 3 checks: the plateau test alone stops
+    # at the first count after the floor (epoch 15); but over the window the
+    # loss falls by 3 stairs of 5% (14%), more than 10 * tol, and training goes
+    # on to the last stair (epoch 22), stopping once the window's descent is
+    # too slow, within 10 checks.
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 150)
+    losses = _staircase(0.05, n_stairs=8)
+    est = every_epoch(losses, tol=0.01, n_iter_no_change=2)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses) - 1)
+    assert outcome.stopped_early and outcome.reason == "plateau"
+    assert est.best_loss_ == pytest.approx(0.95**7)
+    assert outcome.best_epoch == 22
+    assert 22 < est.n_iter_ <= 32
+    # Without the window the same loss stops at the floor's first plateau.
+    monkeypatch.setattr("skgfe._training.PROGRESS_WINDOW_FACTOR", 10**6)
+    est = every_epoch(losses, tol=0.01, n_iter_no_change=2)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses) - 1)
+    assert est.n_iter_ == 15 and est.best_loss_ == pytest.approx(0.95**4)
+
+
+def test_a_descent_slower_than_tol_per_check_stops_on_the_plateau(monkeypatch):
+    # The same staircase falling 0.5% a stair: 10 checks lose at most 2%, less
+    # than 10 * tol, so the first plateau the floor lets count ends training.
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 150)
+    losses = _staircase(0.005, n_stairs=8)
+    est = every_epoch(losses, tol=0.01, n_iter_no_change=2)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses) - 1)
+    assert outcome.stopped_early and outcome.reason == "plateau"
+    assert est.n_iter_ == 15

@@ -307,10 +307,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         A plateau never ends ``fit`` before 1000 optimiser steps (unless
         ``max_iter`` does): a small network can sit on a validation plateau for
         hundreds of steps before its loss falls. Nor does it end ``fit`` while
-        the monitored loss still falls slowly: the best of the last
-        ``5 * n_iter_no_change`` checks more than 2% (and more than ``tol``
-        per check) below the best before them. The best measured weights are
-        kept either way.
+        the monitored loss still falls: while the best of the last
+        ``5 * n_iter_no_change`` checks of this ``fit`` is more than 2% (and
+        more than ``tol`` per check) below the best before them; ``max_iter``
+        still ends it. The best measured weights are kept either way.
 
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the training data, monitor its

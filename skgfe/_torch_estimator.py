@@ -514,7 +514,8 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
         monitored = "validation loss" if validated else "training loss"
         reasons = {
             "plateau": f"the {monitored} did not improve by more than tol={self.tol} "
-            f"(relative) in {self.n_iter_no_change} checks",
+            f"(relative) in {self.n_iter_no_change} checks, nor by 2% in the last "
+            f"{5 * self.n_iter_no_change}",
             "max_iter": f"max_iter={self.max_iter} epochs were reached while the "
             f"{monitored} still improved (raise max_iter)",
             "callback": "a callback asked to stop",

@@ -245,10 +245,12 @@ def run_epochs(
     decoder away from PCA's optimum before training pays off) is luck on a few
     validation samples, not progress. Training stops after
     ``n_iter_no_change`` checks without improvement, but not before
-    :data:`MIN_TRAINING_STEPS` optimiser steps, nor while the monitored loss
-    still falls slowly over a longer window (:data:`PROGRESS_WINDOW_FACTOR`;
-    a plateau in the last of the ``n_epochs`` ends it as a plateau, too), and
-    the best weights are restored. A plateau that kept the starting weights
+    :data:`MIN_TRAINING_STEPS` optimiser steps (a plateau in the last of the
+    ``n_epochs`` ends it as a plateau, too), nor while the best monitored loss
+    of the last ``PROGRESS_WINDOW_FACTOR * n_iter_no_change`` checks is more
+    than ``max(MIN_WINDOW_IMPROVEMENT, window * tol)`` (relative) below the
+    best before them (the checks since the start or the last retry), and the
+    best weights are restored. A plateau that kept the starting weights
     while the mean loss of every epoch stayed above that reference (training
     never fitted the training data as well as the start does: a step size too
     large for this start)
@@ -573,10 +575,12 @@ class _EpochLoop:
             return False
         if self.keep_best and self.steps < MIN_TRAINING_STEPS and not last:
             return False
-        if self.still_improving() and not last:
-            return False
         if self.start_was_too_far() and not last:
+            # Before the window: a validation loss that falls while training
+            # never fits the training data as well as the start is no progress.
             self.retry_at_lower_learning_rate()
+            return False
+        if self.still_improving() and not last:
             return False
         return self.stop_early("plateau")
 

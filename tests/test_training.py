@@ -11,6 +11,7 @@ from skgfe._training import (
     LEARNING_RATE_RETRY_FACTOR,
     MIN_STEPS_PER_CHECK,
     MIN_TRAINING_STEPS,
+    MIN_WINDOW_IMPROVEMENT,
     epochs_per_check,
     run_epochs,
 )
@@ -727,13 +728,15 @@ def _staircase(drop, n_stairs, width=3, tail=40):
 
 
 def test_a_slow_descent_goes_on_past_a_plateau_of_the_patience(monkeypatch):
-    # Patience 2 with a window of 5 * 2 = 10 checks, tol 0.01, and a floor of
-    # 150 steps (15 epochs) so that the window is full at the first plateau the
-    # floor lets count. Each stair holds 3 checks: the plateau test alone stops
-    # at the first count after the floor (epoch 15); but over the window the
-    # loss falls by 3 stairs of 5% (14%), more than 10 * tol, and training goes
-    # on to the last stair (epoch 22), stopping once the window's descent is
-    # too slow, within 10 checks.
+    # Patience 2 with a window of 5 * 2 = 10 checks, tol 0.01 (a window
+    # improvement of at least 10 * tol = 10%), and a floor of 150 steps (15
+    # epochs) so that the window is full at the first plateau the floor lets
+    # count. Each stair holds 3 checks: the plateau test alone stops at epoch
+    # 15; but the window's best (0.95**4, epochs 13-15) is 14% below the best
+    # before it (0.95, epochs 4-5), and training goes on to the last stair
+    # (0.95**7 from epoch 22). It stops at epoch 26, the first plateau whose
+    # window (epochs 17-26) is less than 10% below the best before it: 0.95**5
+    # at epoch 16, 0.95**2 = 9.75% above 0.95**7.
     monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 150)
     losses = _staircase(0.05, n_stairs=8)
     est = every_epoch(losses, tol=0.01, n_iter_no_change=2)
@@ -741,7 +744,7 @@ def test_a_slow_descent_goes_on_past_a_plateau_of_the_patience(monkeypatch):
     assert outcome.stopped_early and outcome.reason == "plateau"
     assert est.best_loss_ == pytest.approx(0.95**7)
     assert outcome.best_epoch == 22
-    assert 22 < est.n_iter_ <= 32
+    assert est.n_iter_ == 26
     # Without the window the same loss stops at the floor's first plateau.
     monkeypatch.setattr("skgfe._training.PROGRESS_WINDOW_FACTOR", 10**6)
     est = every_epoch(losses, tol=0.01, n_iter_no_change=2)
@@ -749,12 +752,54 @@ def test_a_slow_descent_goes_on_past_a_plateau_of_the_patience(monkeypatch):
     assert est.n_iter_ == 15 and est.best_loss_ == pytest.approx(0.95**4)
 
 
-def test_a_descent_slower_than_tol_per_check_stops_on_the_plateau(monkeypatch):
-    # The same staircase falling 0.5% a stair: 10 checks lose at most 2%, less
-    # than 10 * tol, so the first plateau the floor lets count ends training.
+@pytest.mark.parametrize(
+    "drop, tol, stop",
+    [
+        # 3% a stair: the window's 8.7% is below 10 * tol = 10%, it stops at
+        # the first plateau; with the default tol the 2% floor of the window
+        # improvement lets it go on to the flat tail.
+        (0.03, 0.01, 15),
+        (0.03, 1e-4, 32),
+        # 0.5% a stair: the window's 1.5% is above 10 * tol = 0.1% but below
+        # the 2% floor (MIN_WINDOW_IMPROVEMENT): it stops at the first plateau.
+        (0.005, 1e-4, 15),
+    ],
+)
+def test_a_descent_slower_than_the_window_improvement_stops(
+    monkeypatch, drop, tol, stop
+):
     monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 150)
-    losses = _staircase(0.005, n_stairs=8)
-    est = every_epoch(losses, tol=0.01, n_iter_no_change=2)
+    assert MIN_WINDOW_IMPROVEMENT == 0.02
+    losses = _staircase(drop, n_stairs=8)
+    est = every_epoch(losses, tol=tol, n_iter_no_change=2)
     outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses) - 1)
     assert outcome.stopped_early and outcome.reason == "plateau"
-    assert est.n_iter_ == 15
+    assert est.n_iter_ == stop
+
+
+def test_a_start_never_fitted_better_is_retried_before_the_window_goes_on(
+    monkeypatch,
+):
+    # The validation loss falls in stairs (the window alone would go on at
+    # epoch 15), but the training loss (2.0) never falls below the start's
+    # (1.0): the plateau at the floor retries at a lower learning rate first,
+    # and the retry starts a new window.
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 150)
+    val_losses = [0.5] + _staircase(0.05, n_stairs=8)[1:]
+    est = StartFittedBetter([2.0] * 30, val_losses=val_losses, **RETRY, tol=0.01)
+    run(est, **EVERY_EPOCH, n_epochs=16, X_val=torch.zeros(1, 1))
+    assert est.optimizers_made == 2
+    lr = est._optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(1 / LEARNING_RATE_RETRY_FACTOR)
+
+
+def test_partial_fit_does_not_use_the_window(monkeypatch):
+    # Without keep_best the plateau test of the mean minibatch loss alone ends
+    # training (epoch k steps on losses[k - 1]: 2.0, then the first stair's
+    # 1.0 three times), however steep the window's descent; nor is there a
+    # floor of steps.
+    monkeypatch.setattr("skgfe._training.MIN_TRAINING_STEPS", 150)
+    losses = _staircase(0.05, n_stairs=8)
+    est = every_epoch(losses, tol=0.01, n_iter_no_change=2)
+    outcome = run(est, **EVERY_EPOCH, n_epochs=len(losses) - 1, keep_best=False)
+    assert outcome.stopped_early and est.n_iter_ == 4

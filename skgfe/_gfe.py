@@ -222,12 +222,12 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         components than the data's intrinsic dimension the free per-sample
         codes fit noise, and the prior shrinks the code directions that vary
         little (16 components of a 6-dimensional manifold in 64 features:
-        held-out error 0.17 of PCA's with 0.3, 0.37 without, the Autoencoder
+        held-out error 0.16 of PCA's with 0.3, 0.37 without, the Autoencoder
         0.23; ``benchmarks/results/code_prior.md``). Off by default because it
-        holds back curved data: 2 components of an S-curve, 0.62 of PCA's error
-        with 0.3, 0.026 without; Burgers snapshots with 8 components, 0.11
-        against 0.074. Only training uses it: :meth:`transform` and the
-        validation loss find each sample's best code under the decoder alone.
+        holds back curved data: 2 components of an S-curve, 0.54 of PCA's error
+        with 0.3, 0.026 without; a Swiss roll, 0.19 against 0.14. Only
+        training uses it: :meth:`transform` and the validation loss find each
+        sample's best code under the decoder alone.
 
     flow_time : float, default=1e4
         Integration horizon tau of the flow.

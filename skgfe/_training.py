@@ -357,11 +357,11 @@ class _EpochLoop:
         self.start_averaging()
         # Epoch losses since the last check.
         self.since_check = []
-        # The plateau test compares each check with the best *trained* check, not
-        # with the start: Adam's first steps move a decoder started at an optimum
-        # (GFE's PCA start) away from it, and training must be allowed to come
-        # back and pass it for as long as it keeps improving.
-        self.trained_best = np.inf
+        # The monitored losses of the trained checks since the (re)start: the
+        # plateau test compares each check with the best of them
+        # (trained_best), not with the start, and the window test their recent
+        # best with the best before.
+        self.monitored_history = []
         # Checks whose epochs fit the training data worse than this are no
         # candidates.
         self.training_bound = np.inf
@@ -370,8 +370,16 @@ class _EpochLoop:
         self.retries_left = LEARNING_RATE_RETRIES if keep_best else 0
         # Optimiser steps of this call (a restart does not reset them).
         self.steps = 0
-        # The monitored losses of the trained checks since the (re)start.
-        self.monitored_history = []
+
+    @property
+    def trained_best(self):
+        """The lowest monitored loss of the trained checks since the (re)start.
+
+        Not the start's: Adam's first steps move a decoder started at an
+        optimum (GFE's PCA start) away from it, and training must be allowed
+        to come back and pass it for as long as it keeps improving.
+        """
+        return min(self.monitored_history, default=np.inf)
 
     def start_averaging(self):
         """A fresh weight average (none without ``keep_best`` or at decay 0),
@@ -506,9 +514,7 @@ class _EpochLoop:
             self.best_state = _snapshot(self.measured_modules)
             self.outcome.best_epoch = est.n_iter_
         self.count_progress(monitored, best)
-        self.trained_best = min(self.trained_best, monitored)
-        if self.keep_best:
-            self.monitored_history.append(monitored)
+        self.monitored_history.append(monitored)
         if self.X_val is not None:
             est.best_validation_score_ = -min(candidate, best)
         else:
@@ -618,7 +624,7 @@ class _EpochLoop:
             group["lr"] = learning_rate
         self.start_averaging()
         est._no_improvement_count = 0
-        self.trained_best = self.lowest_epoch_loss = np.inf
+        self.lowest_epoch_loss = np.inf
         self.monitored_history = []
         if est.verbose:
             print(

@@ -18,6 +18,7 @@ from ._error_bars import (
 from ._flow import FLOWS, INITS, SOLVERS, initial_codes, linear_path_codes, run_flow
 from ._flow.diagnostics import ConvergenceReport, ShortSolves, flow_info
 from ._flow.result import keep_better_solves
+from ._intrinsic_dimension import two_nn_dimension
 from ._missing import iterative_pca
 from ._networks import make_mlp, set_linear_path
 from ._start_encoder import (
@@ -39,6 +40,15 @@ from ._torch_estimator import CHUNK_ROWS
 # fit time. Each sample's first evaluation gives the Gauss-Newton matrix of all
 # its steps (see lm_solve's fixed_metric).
 TRAINING_MAX_EVALS = 3
+
+# code_prior_weight='auto': the prior's weight where n_components is at least
+# EXCESS_COMPONENTS_FACTOR times the TwoNN estimate of the training data's
+# intrinsic dimension (benchmarks/results/code_prior.md: 0.3 lowers the error
+# where codes outnumber the data's dimensions and is neutral in the other cells
+# with many features, but unfolds a curved 2-dimensional manifold in 3 features
+# badly, so it stays off where n_components is close to the dimension).
+AUTO_CODE_PRIOR_WEIGHT = 0.3
+EXCESS_COMPONENTS_FACTOR = 2.0
 
 
 class GradientFlowEncoder(BaseDecoderTransformer):
@@ -206,7 +216,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         there: with 'amortized' the validation loss also tries each held-out
         sample's nearest training sample's current code as its start).
 
-    code_prior_weight : float, default=0.0
+    code_prior_weight : 'auto' or float, default='auto'
         With ``solver='lm'`` and ``warm_codes`` (otherwise it is not used):
         solve the training samples' codes under a Gaussian prior, each
         minimising its reconstruction loss plus ``code_prior_weight`` times the
@@ -223,11 +233,15 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         codes fit noise, and the prior shrinks the code directions that vary
         little (16 components of a 6-dimensional manifold in 64 features:
         held-out error 0.16 of PCA's with 0.3, 0.37 without, the Autoencoder
-        0.23; ``benchmarks/results/code_prior.md``). Off by default because it
-        holds back curved data: 2 components of an S-curve, 0.54 of PCA's error
-        with 0.3, 0.026 without; a Swiss roll, 0.19 against 0.14. Only
-        training uses it: :meth:`transform` and the validation loss find each
-        sample's best code under the decoder alone.
+        0.23; ``benchmarks/results/code_prior.md``). But it holds back curved
+        data whose codes must unfold: 2 components of an S-curve, 0.54 of
+        PCA's error with 0.3, 0.026 without; a Swiss roll, 0.19 against 0.14.
+        'auto' therefore uses 0.3 only where ``n_components`` is at least twice
+        the training samples' intrinsic dimension (the TwoNN estimate of Facco
+        et al. 2017, ``intrinsic_dimension_``), and 0 otherwise
+        (``code_prior_weight_``). Only training uses it: :meth:`transform` and
+        the validation loss find each sample's best code under the decoder
+        alone.
 
     flow_time : float, default=1e4
         Integration horizon tau of the flow.
@@ -386,6 +400,19 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         enough to linear for this model, and it encodes as PCA does). Not set
         by ``partial_fit``.
 
+    code_prior_weight_ : float
+        The weight of the training codes' prior this fit used: ``code_prior_weight``,
+        or what 'auto' chose from ``intrinsic_dimension_``.
+
+    intrinsic_dimension_ : float or None
+        With ``code_prior_weight='auto'``: the TwoNN maximum-likelihood estimate
+        of the intrinsic dimension of the training samples (those without
+        missing entries, at most 1000 of them, evenly strided), from the ratio
+        of each sample's distances to its two nearest neighbours. None with a
+        numeric weight, or with fewer than 20 distinct complete samples (then
+        'auto' uses no prior). A warm-start fit or ``partial_fit`` keeps the
+        first fit's estimate.
+
     noise_variance_ : ndarray of shape (n_features,)
         Variance of the noise of each feature, in the units of ``X``: the mean
         squared residual of the samples held out for early stopping (of the
@@ -485,7 +512,10 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         "max_flow_steps": [Interval(Integral, 1, None, closed="left")],
         "decoder_init": [StrOptions({"auto", "pca", "random"})],
         "warm_codes": ["boolean"],
-        "code_prior_weight": [Interval(Real, 0, None, closed="left")],
+        "code_prior_weight": [
+            StrOptions({"auto"}),
+            Interval(Real, 0, None, closed="left"),
+        ],
     }
     # Missing entries (NaN) are left out of every loss: see the user guide.
     _accepts_missing = True
@@ -504,7 +534,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         training="approximate",
         init="auto",
         warm_codes=True,
-        code_prior_weight=0.0,
+        code_prior_weight="auto",
         flow_time=1e4,
         step_size=1.0,
         max_step_size=10.0,
@@ -624,6 +654,30 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         weight[:, :n_axes] = vh[:n_axes].T.to(X.dtype)
         set_linear_path(self.decoder_, weight)
 
+    def _training_data(self, X, y, generator, new_model, incremental):
+        X_train, X_val = super()._training_data(X, y, generator, new_model, incremental)
+        self._resolve_code_prior_weight(X_train, new_model)
+        return X_train, X_val
+
+    def _resolve_code_prior_weight(self, X_train, new_model):
+        """``code_prior_weight_`` and ``intrinsic_dimension_`` of this fit.
+
+        'auto' estimates the dimension of a new model's (scaled) training
+        samples; a resumed fit keeps the estimate it has.
+        """
+        if self.code_prior_weight != "auto":
+            self.code_prior_weight_ = float(self.code_prior_weight)
+            self.intrinsic_dimension_ = None
+            return
+        if new_model or getattr(self, "intrinsic_dimension_", None) is None:
+            self.intrinsic_dimension_ = two_nn_dimension(X_train.cpu().numpy())
+        dimension = self.intrinsic_dimension_
+        excess = (
+            dimension is not None
+            and self.n_components >= EXCESS_COMPONENTS_FACTOR * dimension
+        )
+        self.code_prior_weight_ = AUTO_CODE_PRIOR_WEIGHT if excess else 0.0
+
     def _begin_training(self, X):
         # Training and its validation encode without the code prior, and
         # without the start encoder and the kept training codes (they fit the
@@ -651,13 +705,13 @@ class GradientFlowEncoder(BaseDecoderTransformer):
                 self._train_codes = self._flow_start_codes(X)
         self._start_code_moments = self._code_prior_moments(at_start=True)
         last_moments = getattr(self, "_last_code_prior_moments", None)
-        if resumed and last_moments is not None and self.code_prior_weight:
+        if resumed and last_moments is not None and self.code_prior_weight_:
             # The resumed codes were solved under the prior: refitted to them,
             # it would tighten with every warm-start fit.
             self._start_code_moments = last_moments
         # Rows not yet solved while the prior waits for codes that vary.
         self._prior_waiting_rows = None
-        if self.code_prior_weight and self._start_code_moments is None:
+        if self.code_prior_weight_ and self._start_code_moments is None:
             if self._train_codes is not None:
                 self._prior_waiting_rows = torch.ones(
                     len(self._train_codes), dtype=torch.bool, device=X.device
@@ -677,7 +731,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
         has been solved once (see _prepare_minibatches).
         """
         codes = self._train_codes
-        if not self.code_prior_weight or codes is None or len(codes) < 2:
+        if not self.code_prior_weight_ or codes is None or len(codes) < 2:
             return None
         if at_start and self._resolved_init() == "random":
             # Random start codes say nothing of the data: wait as for equal ones.
@@ -973,7 +1027,7 @@ class GradientFlowEncoder(BaseDecoderTransformer):
             with torch.no_grad():
                 residual = X_rows - self.decoder_(codes)
         return training_code_prior(
-            moments, residual, self._fitted_loss, self.code_prior_weight, codes.dtype
+            moments, residual, self._fitted_loss, self.code_prior_weight_, codes.dtype
         )
 
     def _batch_loss(self, X_batch, generator, rows=None):

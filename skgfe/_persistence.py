@@ -163,6 +163,10 @@ _FITTED_OPTIONAL = {
     "_n_neighbour_samples": _is_int,
     # fit (not partial_fit): whether training kept the weights it started from.
     "kept_start_": lambda v: isinstance(v, bool),
+    # GradientFlowEncoder.fit: the code prior's weight, and the intrinsic
+    # dimension 'auto' chose it from (None: no estimate).
+    "code_prior_weight_": lambda v: _finite(v) and v >= 0,
+    "intrinsic_dimension_": lambda v: v is None or _positive(v),
     # set_output's configuration.
     "_sklearn_output_config": _str_dict,
     # GradientFlowEncoder.fit: the noise and code prior of its error bars.

@@ -103,15 +103,13 @@ def run_cell(family, n_train, k, seed, max_iter=None):
         row[name] = (float(error), seconds, int(getattr(model, "n_iter_", 0)))
     pca = row["PCA"][0]
     row = {name: (v[0] / pca, v[1], v[2]) for name, v in row.items()}
-    row["auto"] = auto_choice(family, n_train, k, seed)
+    row["auto"] = auto_choice(X_train, k, seed)
     return row
 
 
-def auto_choice(family, n_train, k, seed):
-    """(weight, intrinsic dimension) that default GFE's 'auto' picks here."""
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore", ConvergenceWarning)
-    X_train = FAMILIES[family](n_train + N_TEST, seed)[:n_train]
+def auto_choice(X_train, k, seed):
+    """(weight, intrinsic dimension) that default GFE's 'auto' picks for
+    ``X_train``: 'auto' decides before training, so one epoch shows it."""
     model = GradientFlowEncoder(n_components=k, random_state=seed, max_iter=1)
     model.fit(X_train)
     return model.code_prior_weight_, model.intrinsic_dimension_
@@ -210,8 +208,12 @@ def main(argv=None):
     if args.report_only:
         raw = json.loads(raw_path.read_text())
         results = {task: raw[repr(task)] for task in tasks if repr(task) in raw}
-        for task, row in results.items():
-            row.setdefault("auto", auto_choice(*task))
+        torch.set_num_threads(1)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for (family, n_train, k, seed), row in results.items():
+            if "auto" not in row:
+                X_train = FAMILIES[family](n_train + N_TEST, seed)[:n_train]
+                row["auto"] = auto_choice(X_train, k, seed)
     else:
         results = {}
         with ProcessPoolExecutor(args.jobs) as pool:

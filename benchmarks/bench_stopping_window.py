@@ -116,7 +116,6 @@ def replay(curves, threshold, tol=1e-4, patience=10):
         0,
         [],
     )
-    window = training.PROGRESS_WINDOW_FACTOR * patience
     for i, (monitored, fitted) in enumerate(
         zip(curves["validation"], curves["training"])
     ):
@@ -129,10 +128,8 @@ def replay(curves, threshold, tol=1e-4, patience=10):
         stop = count >= patience
         if (i + 1) * curves["steps_per_check"] < training.MIN_TRAINING_STEPS:
             stop = False
-        if stop and threshold is not None and len(history) > window:
-            before, recent = min(history[:-window]), min(history[-window:])
-            improvement = max(threshold, window * tol)
-            stop = not recent < before - improvement * abs(before)
+        if stop and threshold is not None:
+            stop = not training.improved_in_window(history, patience, tol, threshold)
         if stop:
             break
     epoch = (i + 1) * curves["epochs_per_check"]

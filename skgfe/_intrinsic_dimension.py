@@ -38,12 +38,15 @@ def two_nn_dimension(X):
         neighbours are equally far (no finite estimate). Samples with a
         duplicate (first neighbour at distance 0) are left out of the sum.
     """
-    X = np.asarray(X, dtype=np.float64)
-    X = X[~np.isnan(X).any(axis=1)]
+    X = np.asarray(X)
+    rows = np.flatnonzero(~np.isnan(X).any(axis=1))
     # A deterministic subset: the estimate draws nothing from the fit's RNG.
-    X = X[:: math.ceil(len(X) / MAX_SAMPLES)] if len(X) > MAX_SAMPLES else X
-    if len(X) < MIN_SAMPLES:
+    # Rows are chosen before the float64 copy, which then holds only them.
+    if len(rows) > MAX_SAMPLES:
+        rows = rows[:: math.ceil(len(rows) / MAX_SAMPLES)]
+    if len(rows) < MIN_SAMPLES:
         return None
+    X = np.asarray(X[rows], dtype=np.float64)
     distances, _ = NearestNeighbors(n_neighbors=3).fit(X).kneighbors(X)
     first, second = distances[:, 1], distances[:, 2]
     distinct = first > 0

@@ -24,13 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._devices import resolve_device
 from ._missing import check_observed_rows
 from ._networks import ACTIVATIONS, ARCHITECTURES, make_mlp
-from ._training import (
-    MIN_WINDOW_IMPROVEMENT,
-    OPTIMIZERS,
-    PROGRESS_WINDOW_FACTOR,
-    make_optimizer,
-    run_epochs,
-)
+from ._training import OPTIMIZERS, make_optimizer, progress_window, run_epochs
 from ._warnings import warn_user
 
 try:  # scikit-learn >= 1.9: the callback API (set_callbacks, ProgressBar, ...)
@@ -518,11 +512,11 @@ class TorchEstimatorMixin(CallbackSupportMixin, metaclass=ABCMeta):
         if not self.verbose:
             return
         monitored = "validation loss" if validated else "training loss"
-        window = PROGRESS_WINDOW_FACTOR * self.n_iter_no_change
+        window, improvement = progress_window(self.n_iter_no_change, self.tol)
         reasons = {
             "plateau": f"the {monitored} did not improve by more than tol={self.tol} "
             f"(relative) in {self.n_iter_no_change} checks, nor by "
-            f"{max(MIN_WINDOW_IMPROVEMENT, window * self.tol):.1%} in the last "
+            f"{improvement:.1%} in the last "
             f"{window}",
             "max_iter": f"max_iter={self.max_iter} epochs were reached while the "
             f"{monitored} still improved (raise max_iter)",

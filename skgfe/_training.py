@@ -147,6 +147,24 @@ PROGRESS_WINDOW_FACTOR = 5
 MIN_WINDOW_IMPROVEMENT = 0.02
 
 
+def progress_window(n_iter_no_change, tol, min_improvement=MIN_WINDOW_IMPROVEMENT):
+    """(checks, relative improvement) of the progress window (see above)."""
+    window = PROGRESS_WINDOW_FACTOR * n_iter_no_change
+    return window, max(min_improvement, window * tol)
+
+
+def improved_in_window(
+    history, n_iter_no_change, tol, min_improvement=MIN_WINDOW_IMPROVEMENT
+):
+    """True when the best of the last window of monitored losses ``history`` is
+    more than the window's relative improvement below the best before them."""
+    window, improvement = progress_window(n_iter_no_change, tol, min_improvement)
+    if len(history) <= window:
+        return False
+    before = min(history[:-window])
+    return min(history[-window:]) < before - improvement * abs(before)
+
+
 # An epoch's minibatches are stepped in groups of about this many rows, and the
 # estimator prepares each group in one call before stepping it
 # (``_prepare_minibatches``): GFE solves the group's training codes together.
@@ -594,14 +612,9 @@ class _EpochLoop:
         """True when the best monitored loss of the last window of checks is
         well below the best before them (see PROGRESS_WINDOW_FACTOR)."""
         est = self.est
-        window = PROGRESS_WINDOW_FACTOR * est.n_iter_no_change
-        history = self.monitored_history
-        if not self.keep_best or len(history) <= window:
-            return False
-        before = min(history[:-window])
-        recent = min(history[-window:])
-        improvement = max(MIN_WINDOW_IMPROVEMENT, window * est.tol)
-        return recent < before - improvement * abs(before)
+        return self.keep_best and improved_in_window(
+            self.monitored_history, est.n_iter_no_change, est.tol
+        )
 
     def start_was_too_far(self):
         """True when a plateau kept the start and training never fitted the

@@ -5,7 +5,9 @@ GradientFlowEncoder, the Autoencoder and a converged GFE reference (no early
 stopping, a long budget of optimiser steps, the best training loss kept; where
 it keeps its PCA start, it is fitted again at a third of the learning rate, at
 most twice, as default training restarts when its loss never beats the
-start's), and
+start's), the same reference trained only on the samples default GFE trains on
+(its early-stopping validation split left out: GFE over it measures when
+training stops, apart from the samples early stopping holds out), and
 reports held-out errors relative to PCA's, fit time relative to the
 Autoencoder's, epochs, and whether GFE kept its PCA start. The cells cross
 non-linear manifolds (a fixed random tanh network of a Gaussian code of
@@ -15,7 +17,7 @@ snapshots, spectra and digits with training-set sizes from 100 to 5000 and
 
 Usage::
 
-    python benchmarks/bench_shapes.py          # full sweep (about an hour on 2 cores)
+    python benchmarks/bench_shapes.py          # full sweep (about 1.5 hours on 2 cores)
     python benchmarks/bench_shapes.py --quick  # smoke run for CI
     python benchmarks/bench_shapes.py --cells manifold6-p64 --seeds 0 --jobs 1
 """
@@ -48,6 +50,11 @@ N_TEST = 500
 REFERENCE_STEPS = 8_000
 # Refits of a reference that keeps its start, each at a third of the learning rate.
 REFERENCE_RESTARTS = 2
+REFERENCE = "GFE reference"
+# The same reference trained on default GFE's training split only (the samples
+# it does not hold out for early stopping): default GFE over it measures when
+# training stops, apart from the samples early stopping costs.
+SPLIT_REFERENCE = "GFE reference, training split"
 
 
 def manifold(n_samples, seed, n_latent, n_features, noise=0.01):
@@ -129,21 +136,55 @@ def reference_max_iter(n_train, validation_fraction=0.0, batch_size=64):
 
 
 def make_models(n_train, k, seed, max_iter=None):
-    """PCA, default GFE, the converged GFE reference and the default Autoencoder."""
+    """PCA, default GFE, the converged GFE reference (on all training samples and
+    on default GFE's training split) and the default Autoencoder."""
     shared = dict(n_components=k, random_state=seed)
     if max_iter is not None:
         shared["max_iter"] = max_iter
-    reference_iter = reference_max_iter(n_train) if max_iter is None else max_iter
+
+    def reference(n_fit):
+        epochs = reference_max_iter(n_fit) if max_iter is None else max_iter
+        return GradientFlowEncoder(
+            **{**shared, "max_iter": epochs},
+            early_stopping=False,
+            n_iter_no_change=epochs,
+        )
+
     return {
         "PCA": PCA(k),
         "GFE": GradientFlowEncoder(**shared),
-        "GFE reference": GradientFlowEncoder(
-            **{**shared, "max_iter": reference_iter},
-            early_stopping=False,
-            n_iter_no_change=reference_iter,
-        ),
+        "GFE reference": reference(n_train),
+        SPLIT_REFERENCE: reference(n_train - validation_size(n_train)),
         "Autoencoder": Autoencoder(**shared),
     }
+
+
+def validation_size(n_train):
+    """Samples default GFE holds out for early stopping (see _base)."""
+    fraction = GradientFlowEncoder().validation_fraction
+    return max(1, int(round(fraction * n_train)))
+
+
+def training_split(X_train, k, seed):
+    """The rows default GFE trains on (its validation split left out).
+
+    The split is drawn before the first epoch, so a one-epoch fit with the
+    same random_state draws the same one; it is read off the fit's
+    permutation.
+    """
+    orders = []
+    split = GradientFlowEncoder._validation_split
+
+    def recording(self, X, generator, new_model):
+        orders.append(split(self, X, generator, new_model))
+        return orders[-1]
+
+    GradientFlowEncoder._validation_split = recording
+    try:
+        GradientFlowEncoder(n_components=k, random_state=seed, max_iter=1).fit(X_train)
+    finally:
+        GradientFlowEncoder._validation_split = split
+    return X_train[orders[0][validation_size(len(X_train)) :].cpu().numpy()]
 
 
 def run_cell(family, n_train, k, seed, max_iter=None, skip=()):
@@ -157,17 +198,20 @@ def run_cell(family, n_train, k, seed, max_iter=None, skip=()):
     for name, model in make_models(n_train, k, seed, max_iter).items():
         if name in skip:
             continue
+        X_fit = X_train
+        if name == SPLIT_REFERENCE:
+            X_fit = training_split(X_train, k, seed)
         start = time.perf_counter()
-        model.fit(X_train)
+        model.fit(X_fit)
         epochs = int(getattr(model, "n_iter_", 0))
-        if name == "GFE reference":
+        if name in (REFERENCE, SPLIT_REFERENCE):
             # Without early stopping no plateau restarts a fit whose steps are
             # too large for the start: the reference does it itself.
             for _ in range(REFERENCE_RESTARTS):
                 if not model.kept_start_:
                     break
                 lr = model.learning_rate_init / 3
-                model.set_params(learning_rate_init=lr).fit(X_train)
+                model.set_params(learning_rate_init=lr).fit(X_fit)
                 epochs += model.n_iter_
         seconds = time.perf_counter() - start
         error = _nmse(X_test, model.inverse_transform(model.transform(X_test)))
@@ -262,7 +306,54 @@ def format_report(results, cells, seeds, args, seconds):
         f"- no PCA start kept where the reference beats PCA by more than 5%: "
         f"{sum(met['start'])} of {len(met['start'])}",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + split_reference_table(results, cells, seeds)) + "\n"
+
+
+def split_reference_table(results, cells, seeds):
+    """Default GFE against the reference trained on its own training split.
+
+    The reference trains on every training sample; default GFE holds
+    ``validation_fraction`` of them out. The split reference trains on the
+    samples default GFE trains on, so GFE over it measures when training stops,
+    and the split reference over the reference what the held-out samples cost.
+    """
+    lines, within = [], []
+    for family, n_train, k in cells:
+        runs = [
+            results[family, n_train, k, seed]
+            for seed in seeds
+            if (family, n_train, k, seed) in results
+        ]
+        if not runs or any(SPLIT_REFERENCE not in r for r in runs):
+            continue
+        pca = np.array([r["PCA"][0] for r in runs])
+        gfe, ref, split = (
+            np.mean([r[name][0] for r in runs] / pca)
+            for name in ("GFE", REFERENCE, SPLIT_REFERENCE)
+        )
+        within.append(gfe <= 1.15 * split)
+        lines.append(
+            f"| {family} | {n_train} | {k} | {gfe:.3f} | {split:.3f} | {ref:.3f} | "
+            f"{gfe / split:.2f} | {split / ref:.2f} |"
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        "## When training stops, apart from the samples early stopping holds out",
+        "",
+        f"Split reference: the reference trained on default GFE's training split "
+        f"only (its validation samples left out, the same {REFERENCE_STEPS} "
+        "optimiser steps). Errors relative to PCA's (mean over seeds).",
+        "",
+        "| family | n | k | GFE / PCA | split reference / PCA | reference / PCA | "
+        "GFE / split reference | split reference / reference |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+        f"Default GFE within 1.15x of the split reference: {sum(within)} of "
+        f"{len(within)} cells.",
+    ]
 
 
 def main(argv=None):
@@ -276,7 +367,9 @@ def main(argv=None):
     )
     parser.add_argument("--skip", nargs="+", default=[], help="models to leave out")
     parser.add_argument(
-        "--resume", action="store_true", help="keep the finished tasks of a raw file"
+        "--resume",
+        action="store_true",
+        help="keep the finished models of a raw file's tasks, run the missing ones",
     )
     parser.add_argument("--note", help="a line for the report (run conditions)")
     parser.add_argument(
@@ -299,20 +392,35 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Every finished task is written at once: a long run that is stopped keeps
-    # them, and --resume runs only the others.
+    # them, and --resume runs only the models they lack.
     raw_path = out / f"shapes{'_quick' if args.quick else ''}_raw.json"
     keep = (args.resume or args.report_only) and raw_path.exists()
     raw = json.loads(raw_path.read_text()) if keep else {}
     results = {task: raw[repr(task)] for task in tasks if repr(task) in raw}
-    todo = [] if args.report_only else [t for t in tasks if t not in results]
+    names = [name for name in make_models(2, 1, 0) if name not in args.skip]
+
+    def finished(task):
+        return list(results.get(task, {}))
+
+    # A resumed task runs only the models its row lacks.
+    todo = [
+        task
+        for task in ([] if args.report_only else tasks)
+        if any(name not in finished(task) for name in names)
+    ]
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {
-            pool.submit(run_cell, *task, max_iter=max_iter, skip=args.skip): task
+            pool.submit(
+                run_cell,
+                *task,
+                max_iter=max_iter,
+                skip=[*args.skip, *finished(task)],
+            ): task
             for task in todo
         }
         for future in as_completed(futures):
             task = futures[future]
-            results[task] = future.result()
+            results[task] = {**results.get(task, {}), **future.result()}
             raw[repr(task)] = results[task]
             raw_path.write_text(json.dumps(raw, indent=1))
             print(

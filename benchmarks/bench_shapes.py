@@ -224,6 +224,18 @@ def run_cell(family, n_train, k, seed, max_iter=None, skip=()):
     return row
 
 
+def ordered_tasks(cells, seeds):
+    """The (family, n_train, k, seed) tasks of ``cells`` in the order they run.
+
+    Seed by seed (a run stopped early has whole seeds), and within a seed the
+    slowest cells first, so that the parallel jobs end together.
+    """
+    n_features = {family: FAMILIES[family][0](2, 0).shape[1] for family, *_ in cells}
+    tasks = [(*cell, seed) for seed in seeds for cell in cells]
+    tasks.sort(key=lambda t: (seeds.index(t[3]), -t[1] * (n_features[t[0]] + 64)))
+    return tasks
+
+
 def machine_description():
     return (
         f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads 1 per job; "
@@ -384,11 +396,7 @@ def main(argv=None):
     if args.cells:
         cells = [cell for cell in cells if cell[0] in args.cells]
     start = time.perf_counter()
-    tasks = [(*cell, seed) for cell in cells for seed in args.seeds]
-    # Seed by seed (a run stopped early has whole seeds), and within a seed the
-    # slowest cells first, so that the parallel jobs end together.
-    n_features = {family: FAMILIES[family][0](2, 0).shape[1] for family, *_ in cells}
-    tasks.sort(key=lambda t: (args.seeds.index(t[3]), -t[1] * (n_features[t[0]] + 64)))
+    tasks = ordered_tasks(cells, args.seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Every finished task is written at once: a long run that is stopped keeps

@@ -33,7 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_shapes import CELLS, FAMILIES, N_TEST, _nmse, machine_description
+from bench_shapes import (
+    CELLS,
+    FAMILIES,
+    N_TEST,
+    _nmse,
+    machine_description,
+    ordered_tasks,
+)
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 
@@ -225,11 +232,7 @@ def main(argv=None):
         cells, max_iter, args.seeds = QUICK_CELLS, 20, [0]
     if args.cells:
         cells = [cell for cell in cells if cell[0] in args.cells]
-    tasks = [(*cell, seed) for seed in args.seeds for cell in cells]
-    # Seed by seed (a run stopped early has whole seeds), and within a seed the
-    # slowest cells first, so that the parallel jobs end together.
-    n_features = {family: FAMILIES[family][0](2, 0).shape[1] for family, *_ in cells}
-    tasks.sort(key=lambda t: (args.seeds.index(t[3]), -t[1] * (n_features[t[0]] + 64)))
+    tasks = ordered_tasks(cells, args.seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "time_to_error" + ("_quick" if args.quick else "")

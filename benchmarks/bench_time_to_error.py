@@ -66,7 +66,13 @@ def evaluation_epochs(max_iter):
 
 
 def stopped_here(loop):
-    """A copy of the model a fit stopped at this check would return."""
+    """A copy of the model a fit stopped at this check would return.
+
+    Its start encoder's weights and minibatches are drawn from a fixed seed:
+    the fit's own generator must stay untouched for the fit to go on as
+    default GFE's (so the measured model can differ from a fit stopped here
+    in those draws only).
+    """
     model = copy.deepcopy(loop.est)
     training._restore(model._modules(), loop.best_state)
     model._end_training()

@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_stopping_window.py
 	$(PY) benchmarks/bench_time_to_error.py
+	$(PY) benchmarks/bench_training_longer.py
 	$(PY) benchmarks/bench_code_prior.py
 	$(PY) benchmarks/bench_vae_dlm.py
 	$(PY) benchmarks/bench_missing.py
@@ -50,6 +51,7 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_shapes.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_stopping_window.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_time_to_error.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
+	$(PY) benchmarks/bench_training_longer.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_code_prior.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_vae_dlm.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick
 	$(PY) benchmarks/bench_missing.py --quick --out $${TMPDIR:-/tmp}/skgfe-bench-quick

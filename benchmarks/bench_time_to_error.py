@@ -65,20 +65,78 @@ def evaluation_epochs(max_iter):
     return epochs
 
 
-def stopped_here(loop):
-    """A copy of the model a fit stopped at this check would return.
+def _finished(model, loop):
+    """``model`` finished as ``fit`` finishes it (start encoder, error model).
 
-    Its start encoder's weights and minibatches are drawn from a fixed seed:
-    the fit's own generator must stay untouched for the fit to go on as
-    default GFE's (so the measured model can differ from a fit stopped here
-    in those draws only).
+    The start encoder's weights and minibatches are drawn from a fixed seed:
+    the fit's own generator must stay untouched for the fit to go on as it
+    would unmeasured (so the measured model can differ from a fit stopped
+    there in those draws only).
     """
-    model = copy.deepcopy(loop.est)
-    training._restore(model._modules(), loop.best_state)
     model._end_training()
     model._fit_amortized_start(loop.X_train, torch.Generator().manual_seed(0), False)
     model._fit_error_model(loop.X_train, loop.X_val)
     return model
+
+
+def stopped_here(loop):
+    """A copy of the model a fit stopped at this check would return: the best
+    weights checked so far, finished as ``fit`` finishes them."""
+    model = copy.deepcopy(loop.est)
+    training._restore(model._modules(), loop.best_state)
+    return _finished(model, loop)
+
+
+def current_weights(loop):
+    """A copy of the model with the weights this check measures (the current
+    averaged weights, not the best so far), finished as ``fit`` finishes them."""
+    with loop.measured_weights():
+        model = copy.deepcopy(loop.est)
+    return _finished(model, loop)
+
+
+def fit_measured(model, X_train, X_test, grid, measure=stopped_here, done=None):
+    """Fit ``model``, measuring on its way.
+
+    At the first check at or after each epoch of ``grid`` the held-out error of
+    ``measure(loop)`` is measured, the fit's clock paused meanwhile, until
+    ``done(measured)`` is true (the fit goes on unmeasured).
+
+    Returns
+    -------
+    seconds : float
+        The fit's time, the pauses not counted.
+    measured : list of (epoch, seconds to it, held-out error)
+    """
+    grid = list(grid)
+    clock = {"start": 0.0, "paused": 0.0}
+    measured = []
+    check_progress = training._EpochLoop.check_progress
+
+    def measuring_check(loop):
+        check_progress(loop)
+        epoch = loop.est.n_iter_
+        if not grid or epoch < grid[0] or (done is not None and done(measured)):
+            return
+        while grid and grid[0] <= epoch:
+            grid.pop(0)
+        pause = time.perf_counter()
+        measured_model = measure(loop)
+        reconstruction = measured_model.inverse_transform(
+            measured_model.transform(X_test)
+        )
+        seconds = pause - clock["start"] - clock["paused"]
+        measured.append((epoch, seconds, float(_nmse(X_test, reconstruction))))
+        clock["paused"] += time.perf_counter() - pause
+
+    training._EpochLoop.check_progress = measuring_check
+    try:
+        clock["start"] = time.perf_counter()
+        model.fit(X_train)
+        seconds = time.perf_counter() - clock["start"] - clock["paused"]
+    finally:
+        training._EpochLoop.check_progress = check_progress
+    return seconds, measured
 
 
 def run_cell(family, n_train, k, seed, max_iter=None):
@@ -102,40 +160,20 @@ def run_cell(family, n_train, k, seed, max_iter=None):
     )
     target = row["Autoencoder"][0]
     gfe = GradientFlowEncoder(**shared)
-    grid = evaluation_epochs(gfe.max_iter)
-    clock = {"paused": 0.0, "reached": None, "measured": []}
-    check_progress = training._EpochLoop.check_progress
-
-    def measuring_check(loop):
-        check_progress(loop)
-        epoch = loop.est.n_iter_
-        if clock["reached"] is not None or not grid or epoch < grid[0]:
-            return
-        while grid and grid[0] <= epoch:
-            grid.pop(0)
-        pause = time.perf_counter()
-        model = stopped_here(loop)
-        error = _nmse(X_test, model.inverse_transform(model.transform(X_test)))
-        seconds = pause - gfe_start - clock["paused"]
-        clock["measured"].append((epoch, seconds, float(error)))
-        if error <= target:
-            clock["reached"] = (epoch, seconds, float(error))
-        clock["paused"] += time.perf_counter() - pause
-
-    training._EpochLoop.check_progress = measuring_check
-    try:
-        gfe_start = time.perf_counter()
-        gfe.fit(X_train)
-        seconds = time.perf_counter() - gfe_start - clock["paused"]
-    finally:
-        training._EpochLoop.check_progress = check_progress
+    seconds, measured = fit_measured(
+        gfe,
+        X_train,
+        X_test,
+        evaluation_epochs(gfe.max_iter),
+        done=lambda measured: bool(measured) and measured[-1][2] <= target,
+    )
     row["GFE"] = (
         _nmse(X_test, gfe.inverse_transform(gfe.transform(X_test))),
         seconds,
         gfe.n_iter_,
     )
-    row["reached"] = clock["reached"]
-    row["measured"] = clock["measured"]
+    row["reached"] = next((m for m in measured if m[2] <= target), None)
+    row["measured"] = measured
     return row
 
 

@@ -4,15 +4,20 @@ Default GFE stops on its own plateau test. The shape sweep
 (``bench_shapes.py``) compares it with a reference trained without early
 stopping for 8000 optimiser steps (``early_stopping=False``, a fixed
 ``max_iter``, the weights of the lowest training loss kept). Where default GFE
-stops well before the reference's epochs, this benchmark measures what the
-reference's accuracy costs: for each cell and seed (the sweep's samples) it fits
-the default Autoencoder and default GFE, then the reference, and at epochs on a
-geometric grid it pauses the reference's clock and measures the model a fit
-with that ``max_iter`` would return (the lowest-training-loss weights so far,
-finished as ``fit`` finishes them; see ``bench_time_to_error.stopped_here``).
+stops well before the reference's epochs, this benchmark measures what more
+training buys and costs. For each cell and seed (the sweep's samples) it fits
+the default Autoencoder and default GFE, then two long fits measured on their
+way at epochs on a geometric grid, their clocks paused meanwhile:
+
+- the reference: the model a fit with that ``max_iter`` would return (the
+  lowest-training-loss weights so far, finished as ``fit`` finishes them);
+- default GFE trained on past its stop (the plateau test off, the reference's
+  epochs): its current weights, as a stopping rule that stopped exactly there
+  would keep them. Up to default GFE's stop this is default GFE's own run.
+
 The report gives the epoch and fit time (relative to the Autoencoder's whole
-fit) at which that model first reaches default GFE's held-out error and 1.15
-times the reference's final one.
+fit) at which they first reach default GFE's held-out error and 1.15 times the
+reference's.
 
 Usage::
 
@@ -33,17 +38,22 @@ import torch
 from bench_shapes import (
     FAMILIES,
     N_TEST,
+    REFERENCE,
     _nmse,
     machine_description,
+    make_models,
     ordered_tasks,
-    reference_max_iter,
 )
-from bench_time_to_error import GROWTH, evaluation_epochs, stopped_here
+from bench_time_to_error import (
+    GROWTH,
+    current_weights,
+    evaluation_epochs,
+    fit_measured,
+)
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 
-import skgfe._training as training
-from skgfe import Autoencoder, GradientFlowEncoder
+from skgfe import GradientFlowEncoder
 
 # The sweep's cells of 1000 samples where default GFE stops before the
 # reference's 500 epochs (shapes.md, medians over seeds).
@@ -55,7 +65,7 @@ DEFAULT_CELLS = [
     ("digits-p64", 1000, 16),
 ]
 QUICK_CELLS = [("burgers-p96", 100, 3)]
-# Targets of the shape sweep's issue: within this factor of the reference.
+# The shape sweep's target: within this factor of the reference's error.
 REFERENCE_FACTOR = 1.15
 # Grid epochs below this are not measured (default GFE trains at least 67
 # epochs at 1000 samples, see MIN_TRAINING_STEPS).
@@ -71,75 +81,107 @@ def _timed_fit(model, X_train, X_test):
 
 
 def run_cell(family, n_train, k, seed, max_iter=None):
-    """PCA, the Autoencoder, default GFE and the reference, measured on its way."""
+    """PCA, the Autoencoder, default GFE and the two long fits on one cell and seed."""
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", ConvergenceWarning)
     X = FAMILIES[family][0](n_train + N_TEST, seed)
     X_train, X_test = X[:n_train], X[n_train:]
-    shared = dict(n_components=k, random_state=seed)
-    if max_iter is not None:
-        shared["max_iter"] = max_iter
+    models = make_models(n_train, k, seed, max_iter)
     pca = PCA(k).fit(X_train)
     row = {"PCA": _nmse(X_test, pca.inverse_transform(pca.transform(X_test)))}
-    row["Autoencoder"] = _timed_fit(Autoencoder(**shared), X_train, X_test)
-    row["GFE"] = _timed_fit(GradientFlowEncoder(**shared), X_train, X_test)
-    epochs = reference_max_iter(n_train) if max_iter is None else max_iter
-    reference = GradientFlowEncoder(
-        **{**shared, "max_iter": epochs},
-        early_stopping=False,
-        n_iter_no_change=epochs,
-    )
+    row["Autoencoder"] = _timed_fit(models["Autoencoder"], X_train, X_test)
+    row["GFE"] = _timed_fit(models["GFE"], X_train, X_test)
+    reference = models[REFERENCE]
+    epochs = reference.max_iter
     grid = [e for e in evaluation_epochs(epochs) if e >= FIRST_MEASURED_EPOCH]
-    clock = {"paused": 0.0, "measured": []}
-    check_progress = training._EpochLoop.check_progress
-
-    def measuring_check(loop):
-        check_progress(loop)
-        epoch = loop.est.n_iter_
-        if not grid or epoch < grid[0]:
-            return
-        while grid and grid[0] <= epoch:
-            grid.pop(0)
-        pause = time.perf_counter()
-        model = stopped_here(loop)
-        error = _nmse(X_test, model.inverse_transform(model.transform(X_test)))
-        seconds = pause - reference_start - clock["paused"]
-        clock["measured"].append((epoch, seconds, float(error)))
-        clock["paused"] += time.perf_counter() - pause
-
-    training._EpochLoop.check_progress = measuring_check
-    try:
-        reference_start = time.perf_counter()
-        reference.fit(X_train)
-        seconds = time.perf_counter() - reference_start - clock["paused"]
-    finally:
-        training._EpochLoop.check_progress = check_progress
+    grid.append(epochs)
+    seconds, measured = fit_measured(reference, X_train, X_test, grid)
     error = _nmse(X_test, reference.inverse_transform(reference.transform(X_test)))
     row["reference"] = (float(error), seconds, int(reference.n_iter_))
+    # The sweep fits a reference that kept its start again at a lower
+    # learning rate; this benchmark does not, and reports such seeds.
     row["kept_start"] = bool(reference.kept_start_)
-    row["measured"] = clock["measured"]
+    row["measured"] = measured
+    trained_on = GradientFlowEncoder(
+        **models["GFE"].get_params() | {"max_iter": epochs, "n_iter_no_change": epochs}
+    )
+    seconds, measured = fit_measured(
+        trained_on, X_train, X_test, grid, measure=current_weights
+    )
+    row["trained_on"] = (seconds, int(trained_on.n_iter_))
+    row["trained_on_measured"] = measured
     return row
 
 
 def first_reaching(measured, target):
-    """(epoch, seconds) of the first measurement at most ``target``, or None."""
-    return next(((e, s) for e, s, error in measured if error <= target), None)
+    """(epoch, seconds, first) of the first measurement at most ``target``
+    (``first``: it is the first measurement), or None."""
+    for i, (epoch, seconds, error) in enumerate(measured):
+        if error <= target:
+            return epoch, seconds, i == 0
+    return None
 
 
-def _reached_text(hits, ae_seconds):
-    """'epoch, time / AE' (medians over seeds), or on how many seeds not."""
+def _reached_text(hits, ae_seconds, last_epoch):
+    """'epoch, time / AE' of the seed with the median time ('<=' where the
+    first measurement had reached it), or on how many seeds it was not."""
     missed = sum(hit is None for hit in hits)
     if missed:
-        return f"not reached on {missed} of {len(hits)} seeds"
-    epoch = np.median([hit[0] for hit in hits])
-    ratio = np.median([hit[1] / a for hit, a in zip(hits, ae_seconds)])
-    return f"{epoch:.0f}, {ratio:.2f}"
+        return f"not by epoch {last_epoch} on {missed} of {len(hits)} seeds"
+    ratios = [hit[1] / a for hit, a in zip(hits, ae_seconds)]
+    median = sorted(range(len(hits)), key=ratios.__getitem__)[(len(hits) - 1) // 2]
+    epoch, _, first = hits[median]
+    bound = "<= " if first else ""
+    return f"{bound}{epoch}, {bound}{ratios[median]:.2f}"
+
+
+def curve_table(results, cells, seeds):
+    """Default GFE trained on, by measured epoch: its error relative to the
+    reference's (means over seeds) and its time relative to the Autoencoder's
+    whole fit (median over seeds)."""
+    rows, header = [], None
+    for family, n_train, k in cells:
+        runs = [
+            results[family, n_train, k, s]
+            for s in seeds
+            if (family, n_train, k, s) in results
+        ]
+        if not runs:
+            continue
+        curves = [r["trained_on_measured"] for r in runs]
+        epochs = [m[0] for m in curves[0]]
+        if any([m[0] for m in curve] != epochs for curve in curves):
+            continue  # seeds measured at other epochs (a changed grid)
+        header = header or epochs
+        if epochs != header:
+            continue
+        reference = np.mean([r["reference"][0] for r in runs])
+        texts = []
+        for i in range(len(epochs)):
+            error = np.mean([curve[i][2] for curve in curves]) / reference
+            ratio = np.median(
+                [c[i][1] / r["Autoencoder"][1] for c, r in zip(curves, runs)]
+            )
+            texts.append(f"{error:.2f} ({ratio:.1f})")
+        rows.append(f"| {family} | {n_train} | {k} | " + " | ".join(texts) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Default GFE trained on, by epoch: held-out error relative to the "
+        "reference's (mean errors over seeds) and, in brackets, fit time to that "
+        "epoch relative to the Autoencoder's whole fit (median over seeds).",
+        "",
+        "| family | n | k | " + " | ".join(f"epoch {e}" for e in header) + " |",
+        "|---|---|---|" + "---|" * len(header),
+        *rows,
+    ]
 
 
 def format_report(results, cells, seeds, args, seconds):
     quick = " --quick" if args.quick else ""
     lines = [
-        "# Training longer: what the reference's accuracy costs",
+        "# Training longer: what more training buys and costs",
         "",
         (
             f"Generated by `python benchmarks/bench_training_longer.py{quick}` in "
@@ -154,19 +196,27 @@ def format_report(results, cells, seeds, args, seconds):
         f"- Seeds {list(seeds)}; {N_TEST} held-out samples; the shape sweep's "
         "samples. Errors relative to PCA's (mean over seeds).",
         "- Reference: GFE with `early_stopping=False` and a fixed `max_iter` "
-        "(8000 optimiser steps), as in the shape sweep. Measured at the first "
-        f"check after epochs 5 x {GROWTH}^j (from epoch {FIRST_MEASURED_EPOCH}): "
-        "the model a fit with that `max_iter` returns, its clock paused while "
-        f"measured (the grid makes times upper bounds, within {GROWTH - 1:.0%}).",
-        "- Times relative to the default Autoencoder's whole fit (median over "
-        "seeds); epochs: median over seeds.",
+        "(8000 optimiser steps), as in the shape sweep; measured on its way: the "
+        "model a fit with that `max_iter` returns. Trained on: default GFE with "
+        "the plateau test off for the reference's epochs; measured on its way: "
+        "its current weights (as a rule stopping exactly there would keep them).",
+        f"- Measured at the first check after epochs 5 x {GROWTH}^j (from epoch "
+        f"{FIRST_MEASURED_EPOCH}) and at the last epoch, the fit's clock paused "
+        f"meanwhile (the grid makes epochs and times upper bounds, within "
+        f"{GROWTH - 1:.0%}; '<=' where the first measurement had reached it).",
+        f"- Reaches: the first measured epoch whose error is at most the target "
+        f"(default GFE's error, or {REFERENCE_FACTOR} times the reference's final "
+        "error), seed by seed; shown for the seed with the median time, relative "
+        "to the default Autoencoder's whole fit.",
         "",
         "| family | n | k | GFE / PCA | reference / PCA | GFE / reference | "
         "epochs GFE / reference | fit GFE / AE | reference reaches GFE's error: "
-        f"epoch, time / AE | reference reaches {REFERENCE_FACTOR}x its final "
-        "error: epoch, time / AE | reference's fit / AE |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"epoch, time / AE | reference reaches {REFERENCE_FACTOR}x itself | "
+        f"trained on reaches {REFERENCE_FACTOR}x the reference | trained on, "
+        "last epoch / reference | reference's fit / AE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    kept = 0
     for family, n_train, k in cells:
         runs = [
             results[family, n_train, k, s]
@@ -175,17 +225,25 @@ def format_report(results, cells, seeds, args, seconds):
         ]
         if not runs:
             continue
+        kept += sum(r["kept_start"] for r in runs)
         pca = np.array([r["PCA"] for r in runs])
         gfe = np.mean([r["GFE"][0] for r in runs] / pca)
         ref = np.mean([r["reference"][0] for r in runs] / pca)
+        last = np.mean([r["trained_on_measured"][-1][2] for r in runs] / pca)
         ae_seconds = [r["Autoencoder"][1] for r in runs]
-        hits = {"gfe": [], "factor": []}
-        for r in runs:
-            hits["gfe"].append(first_reaching(r["measured"], r["GFE"][0]))
-            hits["factor"].append(
-                first_reaching(r["measured"], REFERENCE_FACTOR * r["reference"][0])
+        last_epoch = runs[0]["reference"][2]
+        reached = [
+            _reached_text(
+                [first_reaching(r[key], target(r)) for r in runs],
+                ae_seconds,
+                last_epoch,
             )
-        cells_text = [_reached_text(hits[key], ae_seconds) for key in hits]
+            for key, target in (
+                ("measured", lambda r: r["GFE"][0]),
+                ("measured", lambda r: REFERENCE_FACTOR * r["reference"][0]),
+                ("trained_on_measured", lambda r: REFERENCE_FACTOR * r["reference"][0]),
+            )
+        ]
         epochs = (
             f"{int(np.median([r['GFE'][2] for r in runs]))} / "
             f"{int(np.median([r['reference'][2] for r in runs]))}"
@@ -194,10 +252,17 @@ def format_report(results, cells, seeds, args, seconds):
         ref_fit = np.median([r["reference"][1] / a for r, a in zip(runs, ae_seconds)])
         lines.append(
             f"| {family} | {n_train} | {k} | {gfe:.3f} | {ref:.3f} | {gfe / ref:.2f} | "
-            f"{epochs} | {fit:.2f} | {cells_text[0]} | {cells_text[1]} | "
+            f"{epochs} | {fit:.2f} | {' | '.join(reached)} | {last / ref:.2f} | "
             f"{ref_fit:.2f} |"
             + ("" if len(runs) == len(seeds) else f" ({len(runs)} seeds)")
         )
+    lines += curve_table(results, cells, seeds)
+    if kept:
+        lines += [
+            "",
+            f"The reference kept its start on {kept} seeds (the sweep would fit "
+            "those again at a lower learning rate; this benchmark does not).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -225,8 +290,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     name = "training_longer" + ("_quick" if args.quick else "")
     raw_path = out / f"{name}_raw.json"
-    # Every finished task is written at once; --report-only reports them.
-    raw = json.loads(raw_path.read_text()) if args.report_only else {}
+    # Every finished task is written at once, into the raw file's other tasks
+    # (a subset run replaces its own tasks only); --report-only reports them.
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     results = {task: raw[repr(task)] for task in tasks if repr(task) in raw}
     todo = [] if args.report_only else tasks
     start = time.perf_counter()
@@ -241,7 +307,7 @@ def main(argv=None):
             raw_path.write_text(json.dumps(raw, indent=1))
             print(
                 f"{task}: GFE {row['GFE']}, reference {row['reference']}, "
-                f"AE {row['Autoencoder']}",
+                f"AE {row['Autoencoder']}, trained on {row['trained_on']}",
                 flush=True,
             )
     seconds = time.perf_counter() - start

@@ -224,6 +224,11 @@ def run_cell(family, n_train, k, seed, max_iter=None, skip=()):
     return row
 
 
+def cell_runs(results, cell, seeds):
+    """The finished rows of ``cell``'s seeds, in the order of ``seeds``."""
+    return [results[(*cell, seed)] for seed in seeds if (*cell, seed) in results]
+
+
 def ordered_tasks(cells, seeds):
     """The (family, n_train, k, seed) tasks of ``cells`` in the order they run.
 
@@ -274,11 +279,7 @@ def format_report(results, cells, seeds, args, seconds):
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for family, n_train, k in cells:
-        runs = [
-            results[family, n_train, k, seed]
-            for seed in seeds
-            if (family, n_train, k, seed) in results
-        ]
+        runs = cell_runs(results, (family, n_train, k), seeds)
         if not runs:
             continue
         pca = np.array([r["PCA"][0] for r in runs])
@@ -331,11 +332,7 @@ def split_reference_table(results, cells, seeds):
     """
     lines, within = [], []
     for family, n_train, k in cells:
-        runs = [
-            results[family, n_train, k, seed]
-            for seed in seeds
-            if (family, n_train, k, seed) in results
-        ]
+        runs = cell_runs(results, (family, n_train, k), seeds)
         if not runs or any(SPLIT_REFERENCE not in r for r in runs):
             continue
         pca = np.array([r["PCA"][0] for r in runs])

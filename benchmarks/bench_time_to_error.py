@@ -38,6 +38,7 @@ from bench_shapes import (
     FAMILIES,
     N_TEST,
     _nmse,
+    cell_runs,
     machine_description,
     ordered_tasks,
 )
@@ -95,6 +96,15 @@ def current_weights(loop):
     return _finished(model, loop)
 
 
+def timed_fit(model, X_train, X_test):
+    """Fit ``model``: (held-out error, fit seconds, epochs)."""
+    start = time.perf_counter()
+    model.fit(X_train)
+    seconds = time.perf_counter() - start
+    error = _nmse(X_test, model.inverse_transform(model.transform(X_test)))
+    return float(error), seconds, int(model.n_iter_)
+
+
 def fit_measured(model, X_train, X_test, grid, measure=stopped_here, done=None):
     """Fit ``model``, measuring on its way.
 
@@ -150,14 +160,7 @@ def run_cell(family, n_train, k, seed, max_iter=None):
         shared["max_iter"] = max_iter
     pca = PCA(k).fit(X_train)
     row = {"PCA": _nmse(X_test, pca.inverse_transform(pca.transform(X_test)))}
-    autoencoder = Autoencoder(**shared)
-    start = time.perf_counter()
-    autoencoder.fit(X_train)
-    row["Autoencoder"] = (
-        _nmse(X_test, autoencoder.inverse_transform(autoencoder.transform(X_test))),
-        time.perf_counter() - start,
-        autoencoder.n_iter_,
-    )
+    row["Autoencoder"] = timed_fit(Autoencoder(**shared), X_train, X_test)
     target = row["Autoencoder"][0]
     gfe = GradientFlowEncoder(**shared)
     seconds, measured = fit_measured(
@@ -208,11 +211,7 @@ def format_report(results, cells, seeds, args, seconds):
     ]
     counts = {"reached": 0, "within1": 0, "within2": 0, "whole3": 0, "cells": 0}
     for family, n_train, k in cells:
-        runs = [
-            results[family, n_train, k, s]
-            for s in seeds
-            if (family, n_train, k, s) in results
-        ]
+        runs = cell_runs(results, (family, n_train, k), seeds)
         if not runs:
             continue
         pca = np.array([r["PCA"] for r in runs])
@@ -257,8 +256,9 @@ def format_report(results, cells, seeds, args, seconds):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def task_parser(description):
+    """The command line of a benchmark run task by task over cells and seeds."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -270,7 +270,31 @@ def main(argv=None):
         action="store_true",
         help="write the report from the finished tasks of the raw file, run none",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_tasks(run_cell, tasks, max_iter, jobs, raw, raw_path, describe):
+    """Run ``run_cell`` on ``tasks`` in ``jobs`` processes.
+
+    Every finished task is written into ``raw`` and the raw file at once, and
+    printed by ``describe(row)``. Returns {task: row} of the tasks run.
+    """
+    results = {}
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = {
+            pool.submit(run_cell, *task, max_iter=max_iter): task for task in tasks
+        }
+        for future in as_completed(futures):
+            task = futures[future]
+            results[task] = row = future.result()
+            raw[repr(task)] = row
+            raw_path.write_text(json.dumps(raw, indent=1))
+            print(f"{task}: {describe(row)}", flush=True)
+    return results
+
+
+def main(argv=None):
+    args = task_parser(__doc__.splitlines()[0]).parse_args(argv)
     cells, max_iter = DEFAULT_CELLS, None
     if args.quick:
         cells, max_iter, args.seeds = QUICK_CELLS, 20, [0]
@@ -284,22 +308,19 @@ def main(argv=None):
     # Every finished task is written at once; --report-only reports them.
     raw = json.loads(raw_path.read_text()) if args.report_only else {}
     results = {task: raw[repr(task)] for task in tasks if repr(task) in raw}
-    todo = [] if args.report_only else tasks
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {
-            pool.submit(run_cell, *task, max_iter=max_iter): task for task in todo
-        }
-        for future in as_completed(futures):
-            task = futures[future]
-            results[task] = row = future.result()
-            raw[repr(task)] = row
-            raw_path.write_text(json.dumps(raw, indent=1))
-            print(
-                f"{task}: reached {row['reached']}, AE {row['Autoencoder']}, "
-                f"GFE {row['GFE']}",
-                flush=True,
-            )
+    if not args.report_only:
+        results |= run_tasks(
+            run_cell,
+            tasks,
+            max_iter,
+            args.jobs,
+            raw,
+            raw_path,
+            lambda row: (
+                f"reached {row['reached']}, AE {row['Autoencoder']}, GFE {row['GFE']}"
+            ),
+        )
     seconds = time.perf_counter() - start
     report = format_report(results, cells, args.seeds, args, seconds)
     (out / f"{name}.md").write_text(report)

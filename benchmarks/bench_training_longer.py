@@ -26,11 +26,9 @@ Usage::
     python benchmarks/bench_training_longer.py --quick   # smoke run for CI
 """
 
-import argparse
 import json
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,7 @@ from bench_shapes import (
     N_TEST,
     REFERENCE,
     _nmse,
+    cell_runs,
     machine_description,
     make_models,
     ordered_tasks,
@@ -49,6 +48,9 @@ from bench_time_to_error import (
     current_weights,
     evaluation_epochs,
     fit_measured,
+    run_tasks,
+    task_parser,
+    timed_fit,
 )
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
@@ -72,14 +74,6 @@ REFERENCE_FACTOR = 1.15
 FIRST_MEASURED_EPOCH = 40
 
 
-def _timed_fit(model, X_train, X_test):
-    start = time.perf_counter()
-    model.fit(X_train)
-    seconds = time.perf_counter() - start
-    error = _nmse(X_test, model.inverse_transform(model.transform(X_test)))
-    return float(error), seconds, int(model.n_iter_)
-
-
 def run_cell(family, n_train, k, seed, max_iter=None):
     """PCA, the Autoencoder, default GFE and the two long fits on one cell and seed."""
     torch.set_num_threads(1)
@@ -89,8 +83,8 @@ def run_cell(family, n_train, k, seed, max_iter=None):
     models = make_models(n_train, k, seed, max_iter)
     pca = PCA(k).fit(X_train)
     row = {"PCA": _nmse(X_test, pca.inverse_transform(pca.transform(X_test)))}
-    row["Autoencoder"] = _timed_fit(models["Autoencoder"], X_train, X_test)
-    row["GFE"] = _timed_fit(models["GFE"], X_train, X_test)
+    row["Autoencoder"] = timed_fit(models["Autoencoder"], X_train, X_test)
+    row["GFE"] = timed_fit(models["GFE"], X_train, X_test)
     reference = models[REFERENCE]
     epochs = reference.max_iter
     grid = [e for e in evaluation_epochs(epochs) if e >= FIRST_MEASURED_EPOCH]
@@ -141,11 +135,7 @@ def curve_table(results, cells, seeds):
     whole fit (median over seeds)."""
     rows, header = [], None
     for family, n_train, k in cells:
-        runs = [
-            results[family, n_train, k, s]
-            for s in seeds
-            if (family, n_train, k, s) in results
-        ]
+        runs = cell_runs(results, (family, n_train, k), seeds)
         if not runs:
             continue
         curves = [r["trained_on_measured"] for r in runs]
@@ -218,11 +208,7 @@ def format_report(results, cells, seeds, args, seconds):
     ]
     kept = 0
     for family, n_train, k in cells:
-        runs = [
-            results[family, n_train, k, s]
-            for s in seeds
-            if (family, n_train, k, s) in results
-        ]
+        runs = cell_runs(results, (family, n_train, k), seeds)
         if not runs:
             continue
         kept += sum(r["kept_start"] for r in runs)
@@ -267,19 +253,7 @@ def format_report(results, cells, seeds, args, seconds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small smoke run")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--cells", nargs="+", help="only the cells of these families")
-    parser.add_argument("--note", help="a line for the report (run conditions)")
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="write the report from the finished tasks of the raw file, run none",
-    )
-    args = parser.parse_args(argv)
+    args = task_parser(__doc__.splitlines()[0]).parse_args(argv)
     cells, max_iter = DEFAULT_CELLS, None
     if args.quick:
         cells, max_iter, args.seeds = QUICK_CELLS, 60, [0]
@@ -294,22 +268,20 @@ def main(argv=None):
     # (a subset run replaces its own tasks only); --report-only reports them.
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     results = {task: raw[repr(task)] for task in tasks if repr(task) in raw}
-    todo = [] if args.report_only else tasks
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {
-            pool.submit(run_cell, *task, max_iter=max_iter): task for task in todo
-        }
-        for future in as_completed(futures):
-            task = futures[future]
-            results[task] = row = future.result()
-            raw[repr(task)] = row
-            raw_path.write_text(json.dumps(raw, indent=1))
-            print(
-                f"{task}: GFE {row['GFE']}, reference {row['reference']}, "
-                f"AE {row['Autoencoder']}, trained on {row['trained_on']}",
-                flush=True,
-            )
+    if not args.report_only:
+        results |= run_tasks(
+            run_cell,
+            tasks,
+            max_iter,
+            args.jobs,
+            raw,
+            raw_path,
+            lambda row: (
+                f"GFE {row['GFE']}, reference {row['reference']}, "
+                f"AE {row['Autoencoder']}, trained on {row['trained_on']}"
+            ),
+        )
     seconds = time.perf_counter() - start
     report = format_report(results, cells, args.seeds, args, seconds)
     (out / f"{name}.md").write_text(report)
